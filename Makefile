@@ -1,0 +1,39 @@
+# Two commands that work on a fresh machine: `make run` and `make test`.
+# Both create .venv and install legato with what it needs before doing their job.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the package definition or the C extension changes.
+$(STAMP): $(PY) pyproject.toml setup.py src/legato/protocol/_speedups.c
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) examples/echo_core.py --host 127.0.0.1 --port 8000
+
+# The whole suite, then the protocol tests again on the pure-Python fallback
+# (no C speed-ups), because users without a compiler get that one.
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/protocol
+
+bench: install
+	$(PY) bench/protocol.py
+
+lint: install
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/legato/protocol/*.so

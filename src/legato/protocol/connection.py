@@ -1,0 +1,516 @@
+"""The sans-I/O WebSocket engine (RFC 6455 + RFC 7692), after the opening handshake.
+
+Bytes in (:meth:`Connection.receive_data`), events out (:meth:`events_received`);
+calls in (``send_*``), bytes out (:meth:`data_to_send`). No I/O, no clock, no asyncio:
+the built-in server, the test client and the fuzzers drive the same object.
+
+States (all transitions are in :meth:`Connection._set_state`)::
+
+    OPEN ──send_close()────────────▶ CLOSING ──peer's Close──▶ CLOSED
+      │                                 └──fail / EOF─────────▶ CLOSED
+      ├──peer's Close (echoed)─────────────────────────────────▶ CLOSED
+      └──fail (Close sent) / EOF───────────────────────────────▶ CLOSED
+
+The reader is a small state machine too: it is either between frames (parsing a
+header) or inside the payload of a data frame that is arriving in pieces. A whole frame
+that is already buffered takes the fast path (one slice, one unmask, one decode); a
+frame arriving in pieces is unmasked, inflated and UTF-8 checked piece by piece, so a
+bad byte fails the connection as soon as it arrives and a frame dribbled one byte at a
+time costs memory close to its size.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from ..exceptions import (
+    FrameError,
+    InvalidUTF8,
+    LocalProtocolError,
+    MessageTooBig,
+    RemoteProtocolError,
+)
+from .close import NO_STATUS_RCVD, check_send_code, parse_close, serialize_close
+from .deflate import DeflateCodec
+from .events import (
+    BytesMessage,
+    CloseReceived,
+    ConnectionFailed,
+    ConnectionLost,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from .frames import FIN, RSV1, encode_server_frame, new_mask
+from .masking import apply_mask
+from .utf8 import Utf8Validator
+
+__all__ = ["Connection", "Role", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
+
+logger = logging.getLogger("legato.protocol")
+
+#: 1 MiB: large enough for any chat/dashboard message, small enough that 1,000 peers
+#: each holding a maximal message in flight cost 1 GiB at worst, not unbounded memory.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
+_CONTROL_BIT = 0x08
+_RSV23 = 0x30
+
+
+class Role(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    """Connection states of RFC 6455 §4-§7 after the opening handshake."""
+
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Connection:
+    """One WebSocket connection's protocol state, for either role.
+
+    Limits (all checked from the frame header, before any payload is buffered):
+
+    * ``max_message_size`` (bytes, default 1 MiB; None for no limit): the largest
+      message after reassembly and decompression; more fails with 1009.
+    * ``max_frame_size`` (bytes, default = ``max_message_size``): the largest payload of
+      a single frame as sent on the wire; more fails with 1009.
+
+    ``deflate`` is the codec negotiated by the handshake (None when permessage-deflate
+    is off).
+    """
+
+    __slots__ = (
+        "role", "state", "max_message_size", "max_frame_size", "_deflate",
+        "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
+        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_buf",
+        "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
+        "_sending_fragmented", "_send_compressed",
+        "close_sent", "close_received", "failure",
+    )
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        deflate: DeflateCodec | None = None,
+    ) -> None:
+        self.role = role
+        self.state = State.OPEN
+        big = 1 << 63
+        self.max_message_size = max_message_size if max_message_size is not None else big
+        self.max_frame_size = max_frame_size if max_frame_size is not None \
+            else self.max_message_size
+        self._deflate = deflate
+        self._client = role is Role.CLIENT
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._buf = b""
+        self._discard = False
+        self._close_transport = False
+        # message being received (fragmented, compressed or arriving in pieces)
+        self._msg_opcode = 0
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._msg_wire = 0
+        self._msg_buf = bytearray()
+        self._validator: Utf8Validator | None = None
+        # data frame whose payload is arriving in pieces
+        self._frame_remaining = 0
+        self._frame_fin = False
+        self._frame_mask: bytes | None = None
+        self._frame_offset = 0
+        # sending
+        self._sending_fragmented = False
+        self._send_compressed = False
+        #: (code, reason) of the Close frames sent and received; None until then.
+        self.close_sent: tuple[int, str] | None = None
+        self.close_received: tuple[int, str] | None = None
+        #: The peer error that failed the connection, if one did.
+        self.failure: RemoteProtocolError | None = None
+
+    # ------------------------------------------------------------------ public: output
+
+    def events_received(self) -> list[Event]:
+        """Return and forget the events parsed since the last call."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes to write to the transport (b"" when none)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def close_transport(self) -> bool:
+        """True when the TCP connection should now be closed by this side.
+
+        RFC 6455 §7.1.1: after the closing handshake the server closes TCP first; a client
+        waits for the server to do so (its I/O layer should still time the wait out).
+        After a failure (§7.1.7) or an EOF, either side closes at once.
+        """
+        return self._close_transport
+
+    @property
+    def close_code(self) -> int:
+        """The code to report for this connection: the peer's, ours, or 1006."""
+        if self.close_received is not None:
+            return self.close_received[0]
+        if self.close_sent is not None and self.state is State.CLOSED:
+            return self.close_sent[0]
+        return 1006
+
+    # ------------------------------------------------------------------- public: input
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the transport. Never raises on bad peer input."""
+        if self._discard or not data:
+            return
+        if self._buf:
+            data = self._buf + bytes(data)
+            self._buf = b""
+        try:
+            pos = self._read_frames(data)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        if pos < len(data) and not self._discard:
+            self._buf = bytes(data[pos:])
+
+    def receive_eof(self) -> None:
+        """The transport reached end of file (or broke)."""
+        self._buf = b""
+        self._discard = True
+        self._close_transport = True
+        if self.state is not State.CLOSED:
+            self._events.append(ConnectionLost())
+            self._set_state(State.CLOSED)
+
+    # ------------------------------------------------------------------ public: sending
+
+    def send_text(self, data: str, fin: bool = True) -> None:
+        """Send a text message (or its first fragment when ``fin`` is False)."""
+        self._send_data(_OP_TEXT, data.encode("utf-8"), fin)
+
+    def send_bytes(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Send a binary message (or its first fragment when ``fin`` is False)."""
+        self._send_data(_OP_BINARY, bytes(data), fin)
+
+    def send_continuation(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Send the next fragment of a message started with ``fin=False``."""
+        self._send_data(_OP_CONT, bytes(data), fin)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Send a Ping; its payload (≤ 125 bytes, §5.5) comes back in the Pong."""
+        self._send_control(_OP_PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited Pong (a unidirectional heartbeat, §5.5.3)."""
+        self._send_control(_OP_PONG, payload)
+
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (§7.1.2). ``ValueError`` for a code not allowed on
+        the wire; ``LocalProtocolError`` when a Close was already sent."""
+        if self.close_sent is not None or self.state is State.CLOSED:
+            raise LocalProtocolError("the connection is already closing or closed")
+        if code == NO_STATUS_RCVD:
+            payload = b""
+        else:
+            payload = serialize_close(code, check_send_code(code, reason))
+        self._write_close(code, reason, payload)
+        if self.close_received is not None:
+            self._finish_closing()
+        else:
+            self._set_state(State.CLOSING)
+
+    # ------------------------------------------------------------------- sending (impl)
+
+    def _send_data(self, opcode: int, payload: bytes, fin: bool) -> None:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
+        if opcode == _OP_CONT:
+            if not self._sending_fragmented:
+                raise LocalProtocolError("no fragmented message is being sent")
+            compressed = self._send_compressed
+            first = 0
+        else:
+            if self._sending_fragmented:
+                raise LocalProtocolError("finish the fragmented message first (fin=True)")
+            codec = self._deflate
+            compressed = codec is not None and len(payload) >= codec.min_size
+            self._send_compressed = compressed
+            first = RSV1 if compressed else 0  # RFC 7692 §6: RSV1 on the first frame only
+        if compressed:
+            payload = self._deflate.compress(payload, fin)  # type: ignore[union-attr]
+        self._sending_fragmented = not fin
+        self._write_frame((FIN if fin else 0) | first | opcode, payload)
+
+    def _send_control(self, opcode: int, payload: bytes) -> None:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send a control frame in state {self.state.name}")
+        if len(payload) > 125:
+            raise ValueError("control frame payloads are at most 125 bytes (RFC 6455 §5.5)")
+        self._write_frame(FIN | opcode, bytes(payload))
+
+    def _write_frame(self, first: int, payload: bytes) -> None:
+        if self._client:
+            # §5.3: a client masks every frame with a fresh key from a strong RNG.
+            mask = new_mask()
+            length = len(payload)
+            if length < 126:
+                header = bytes((first, 0x80 | length))
+            elif length < 65536:
+                header = bytes((first, 0xFE)) + length.to_bytes(2, "big")
+            else:
+                header = bytes((first, 0xFF)) + length.to_bytes(8, "big")
+            self._out.append(header + mask + apply_mask(payload, mask))
+        else:
+            self._out.append(encode_server_frame(first, payload))
+
+    def _write_close(self, code: int, reason: str, payload: bytes) -> None:
+        self._write_frame(FIN | _OP_CLOSE, payload)
+        self.close_sent = (code, reason)
+
+    # -------------------------------------------------------------------- reading (impl)
+
+    def _read_frames(self, data: bytes | bytearray | memoryview) -> int:
+        """Parse as many frames as ``data`` holds; return how many bytes were consumed."""
+        pos = 0
+        end = len(data)
+        client = self._client
+        while pos < end:
+            if self._frame_remaining:
+                pos = self._read_piece(data, pos, end)
+                continue
+            if end - pos < 2:
+                break
+            first = data[pos]
+            second = data[pos + 1]
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                start = pos + 4
+                if start > end:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+            elif length == 127:
+                start = pos + 10
+                if start > end:
+                    break
+                length = int.from_bytes(data[pos + 2:start], "big")
+            masked = second & 0x80
+            if masked:
+                start += 4
+                if start > end:
+                    break
+            self._check_header(first, masked, length)
+            stop = start + length
+            if stop <= end:
+                payload = data[start:stop]
+                if masked:
+                    payload = apply_mask(payload, data[start - 4:start])
+                elif type(payload) is not bytes:
+                    payload = bytes(payload)
+                pos = stop
+                if self._on_frame(first, payload):
+                    return pos
+            elif first & _CONTROL_BIT:
+                break  # ≤ 125 bytes: wait for the whole control frame
+            else:
+                self._begin_piecewise(first, length, data[start - 4:start] if masked else None)
+                pos = start
+        return pos
+
+    def _check_header(self, first: int, masked: int, length: int) -> None:
+        """Every rule a frame header can break, checked before its payload is read."""
+        if first & _RSV23:
+            raise FrameError("reserved bits RSV2/RSV3 set without a negotiated extension")
+        # RFC 6455 §5.1: clients MUST mask, servers MUST NOT.
+        if self._client:
+            if masked:
+                raise FrameError("masked frame from server")
+        elif not masked:
+            raise FrameError("unmasked frame from client")
+        opcode = first & 0x0F
+        if opcode >= 8:
+            if opcode > _OP_PONG:
+                raise FrameError("reserved control opcode")
+            # §5.5: control frames are at most 125 bytes and never fragmented.
+            if not first & FIN:
+                raise FrameError("fragmented control frame")
+            if length > 125:
+                raise FrameError("control frame too long")
+            if first & RSV1:
+                raise FrameError("RSV1 set on a control frame")
+            return
+        if opcode == _OP_CONT:
+            # §5.4: a continuation needs a message in progress; RFC 7692 §6: no RSV1.
+            if not self._msg_opcode:
+                raise FrameError("continuation frame without a message to continue")
+            if first & RSV1:
+                raise FrameError("RSV1 set on a continuation frame")
+        elif opcode <= _OP_BINARY:
+            if self._msg_opcode:
+                raise FrameError("new data frame inside a fragmented message")
+            if first & RSV1 and self._deflate is None:
+                raise FrameError("RSV1 set without permessage-deflate")
+        else:
+            raise FrameError("reserved data opcode")
+        if length >> 63:
+            raise FrameError("64-bit payload length with the most significant bit set")
+        if length > self.max_frame_size:
+            raise MessageTooBig("frame too big")
+        compressed = first & RSV1 if opcode else self._msg_compressed
+        wire = self._msg_wire + length
+        if compressed:
+            # Compressed bytes are bounded too; incompressible data grows by ~0.1 %.
+            if wire > self.max_message_size + (self.max_message_size >> 10) + 64:
+                raise MessageTooBig("message too big")
+        elif wire > self.max_message_size:
+            raise MessageTooBig("message too big")
+
+    def _on_frame(self, first: int, payload: bytes) -> bool:
+        """Handle one whole frame; True when reading must stop (close or failure)."""
+        opcode = first & 0x0F
+        if opcode >= 8:
+            return self._on_control(opcode, payload)
+        fin = first & FIN
+        if opcode:
+            if fin:  # the whole message is in this frame: the fast path
+                if first & RSV1:
+                    payload = self._deflate.decompress_message(  # type: ignore[union-attr]
+                        payload, self.max_message_size)
+                if opcode == _OP_TEXT:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise InvalidUTF8("invalid UTF-8 in a text message") from None
+                    self._events.append(TextMessage(text))
+                else:
+                    self._events.append(BytesMessage(payload))
+                return False
+            self._start_message(opcode, first & RSV1)
+        self._msg_wire += len(payload)
+        self._add_chunk(payload)
+        if fin:
+            self._finish_message()
+        return False
+
+    def _begin_piecewise(self, first: int, length: int, mask: bytes | None) -> None:
+        opcode = first & 0x0F
+        if opcode:
+            self._start_message(opcode, first & RSV1)
+        self._msg_wire += length
+        self._frame_remaining = length
+        self._frame_fin = bool(first & FIN)
+        self._frame_mask = mask
+        self._frame_offset = 0
+
+    def _read_piece(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
+        """Consume the next piece of a data frame arriving in pieces."""
+        n = min(self._frame_remaining, end - pos)
+        piece = data[pos:pos + n]
+        mask = self._frame_mask
+        if mask is not None:
+            k = self._frame_offset & 3
+            piece = apply_mask(piece, mask[k:] + mask[:k] if k else mask)
+            self._frame_offset += n
+        self._frame_remaining -= n
+        self._add_chunk(piece)
+        if not self._frame_remaining and self._frame_fin:
+            self._finish_message()
+        return pos + n
+
+    def _start_message(self, opcode: int, compressed: int) -> None:
+        self._msg_opcode = opcode
+        self._msg_compressed = bool(compressed)
+        if opcode == _OP_TEXT:
+            self._validator = Utf8Validator()
+
+    def _add_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._msg_compressed:
+            chunk = self._deflate.decompress(  # type: ignore[union-attr]
+                bytes(chunk), self.max_message_size - self._msg_size)
+        self._msg_size += len(chunk)
+        if self._msg_size > self.max_message_size:
+            raise MessageTooBig("message too big")
+        if self._validator is not None:
+            self._validator.feed(chunk)  # fail fast (RFC 6455 §8.1)
+        self._msg_buf += chunk
+
+    def _finish_message(self) -> None:
+        if self._msg_compressed:
+            tail = self._deflate.end_message(  # type: ignore[union-attr]
+                self.max_message_size - self._msg_size)
+            if tail:
+                self._msg_size += len(tail)
+                if self._validator is not None:
+                    self._validator.feed(tail)
+                self._msg_buf += tail
+        buf = self._msg_buf
+        if self._validator is not None:
+            self._validator.finish()
+            self._events.append(TextMessage(buf.decode("utf-8")))
+        else:
+            self._events.append(BytesMessage(bytes(buf)))
+        self._msg_opcode = 0
+        self._msg_size = 0
+        self._msg_wire = 0
+        self._msg_buf = bytearray()
+        self._validator = None
+
+    def _on_control(self, opcode: int, payload: bytes) -> bool:
+        if opcode == _OP_PING:
+            self._events.append(Ping(payload))
+            if self.state is State.OPEN:
+                self._write_frame(FIN | _OP_PONG, payload)  # §5.5.2: same payload
+            return False
+        if opcode == _OP_PONG:
+            self._events.append(Pong(payload))  # §5.5.3: unsolicited pongs need no answer
+            return False
+        code, reason = parse_close(payload)  # raises FrameError / InvalidUTF8
+        self.close_received = (code, reason)
+        self._events.append(CloseReceived(code, reason))
+        self._discard = True  # §5.5.1: nothing after a Close frame is processed
+        self._buf = b""
+        if self.close_sent is None:
+            # §5.5.1: echo the status code; 1005 ("no code") is echoed as an empty payload.
+            echo = b"" if code == NO_STATUS_RCVD else serialize_close(code)
+            self._write_close(code, "", echo)
+        self._finish_closing()
+        return True
+
+    def _finish_closing(self) -> None:
+        self._set_state(State.CLOSED)
+        if not self._client:
+            self._close_transport = True  # §7.1.1: the server closes TCP first
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """RFC 6455 §7.1.7 Fail the WebSocket Connection."""
+        self.failure = exc
+        self._discard = True
+        self._buf = b""
+        self._close_transport = True
+        self._events.append(ConnectionFailed(exc.close_code, exc.reason))
+        if self.close_sent is None and self.state is State.OPEN:
+            self._write_close(exc.close_code, exc.reason,
+                              serialize_close(exc.close_code, exc.reason.encode()))
+        self._set_state(State.CLOSED)
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            logger.debug("%s connection %s -> %s", self.role.value, self.state.name, state.name)
+            self.state = state
