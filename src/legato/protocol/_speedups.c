@@ -4,11 +4,104 @@
  * apply_mask(data, mask) -> bytes
  *   RFC 6455 §5.3: XOR every payload byte with mask[i % 4]. Pure Python tops out near
  *   570 MB/s on 64 KiB; this does 8 bytes a step and runs at memory speed.
+ * unmask_at(buffer, key_pos, end) -> bytes
+ *   The payload buffer[key_pos+4:end] unmasked with the key at buffer[key_pos:key_pos+4],
+ *   without the two intermediate slices Python would make (the server's receive path).
+ * mask_frame(first, payload, key) -> bytes
+ *   A complete masked client frame (header, key, masked payload) in one allocation.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+static void
+xor_into(unsigned char *dst, const unsigned char *src, Py_ssize_t n, const unsigned char *key)
+{
+    Py_ssize_t i = 0;
+    uint64_t key8;
+    unsigned char k8[8];
+    memcpy(k8, key, 4);
+    memcpy(k8 + 4, key, 4);
+    memcpy(&key8, k8, 8);
+    for (; i + 8 <= n; i += 8) {
+        uint64_t chunk;
+        memcpy(&chunk, src + i, 8);
+        chunk ^= key8;
+        memcpy(dst + i, &chunk, 8);
+    }
+    for (; i < n; i++) {
+        dst[i] = src[i] ^ key[i & 3];
+    }
+}
+
+static PyObject *
+unmask_at(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t key_pos, end;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*nn:unmask_at", &buf, &key_pos, &end)) {
+        return NULL;
+    }
+    if (key_pos < 0 || end > buf.len || key_pos + 4 > end) {
+        PyErr_SetString(PyExc_ValueError, "unmask_at: positions out of range");
+    }
+    else {
+        const unsigned char *base = (const unsigned char *)buf.buf;
+        Py_ssize_t n = end - key_pos - 4;
+        result = PyBytes_FromStringAndSize(NULL, n);
+        if (result != NULL) {
+            xor_into((unsigned char *)PyBytes_AS_STRING(result), base + key_pos + 4, n,
+                     base + key_pos);
+        }
+    }
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+static PyObject *
+mask_frame(PyObject *self, PyObject *args)
+{
+    int first;
+    Py_buffer payload, key;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iy*y*:mask_frame", &first, &payload, &key)) {
+        return NULL;
+    }
+    if (key.len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask must be 4 bytes long");
+    }
+    else {
+        Py_ssize_t n = payload.len, head = n < 126 ? 2 : (n < 65536 ? 4 : 10);
+        result = PyBytes_FromStringAndSize(NULL, head + 4 + n);
+        if (result != NULL) {
+            unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
+            dst[0] = (unsigned char)first;
+            if (head == 2) {
+                dst[1] = 0x80 | (unsigned char)n;
+            }
+            else if (head == 4) {
+                dst[1] = 0x80 | 126;
+                dst[2] = (unsigned char)(n >> 8);
+                dst[3] = (unsigned char)n;
+            }
+            else {
+                int k;
+                dst[1] = 0x80 | 127;
+                for (k = 0; k < 8; k++) {
+                    dst[2 + k] = (unsigned char)((uint64_t)n >> (56 - 8 * k));
+                }
+            }
+            memcpy(dst + head, key.buf, 4);
+            xor_into(dst + head + 4, (const unsigned char *)payload.buf, n,
+                     (const unsigned char *)key.buf);
+        }
+    }
+    PyBuffer_Release(&payload);
+    PyBuffer_Release(&key);
+    return result;
+}
 
 static PyObject *
 apply_mask(PyObject *self, PyObject *args)
@@ -26,26 +119,8 @@ apply_mask(PyObject *self, PyObject *args)
     }
     result = PyBytes_FromStringAndSize(NULL, data.len);
     if (result != NULL) {
-        const unsigned char *src = (const unsigned char *)data.buf;
-        const unsigned char *key = (const unsigned char *)mask.buf;
-        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
-        Py_ssize_t n = data.len, i = 0;
-        uint64_t key8;
-        unsigned char k8[8];
-        memcpy(k8, key, 4);
-        memcpy(k8 + 4, key, 4);
-        memcpy(&key8, k8, 8);
-        Py_BEGIN_ALLOW_THREADS
-        for (; i + 8 <= n; i += 8) {
-            uint64_t chunk;
-            memcpy(&chunk, src + i, 8);
-            chunk ^= key8;
-            memcpy(dst + i, &chunk, 8);
-        }
-        for (; i < n; i++) {
-            dst[i] = src[i] ^ key[i & 3];
-        }
-        Py_END_ALLOW_THREADS
+        xor_into((unsigned char *)PyBytes_AS_STRING(result), (const unsigned char *)data.buf,
+                 data.len, (const unsigned char *)mask.buf);
     }
     PyBuffer_Release(&data);
     PyBuffer_Release(&mask);
@@ -55,6 +130,10 @@ apply_mask(PyObject *self, PyObject *args)
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", apply_mask, METH_VARARGS,
      "apply_mask(data, mask) -> bytes: XOR data with the 4-byte mask (RFC 6455 5.3)."},
+    {"unmask_at", unmask_at, METH_VARARGS,
+     "unmask_at(buffer, key_pos, end) -> bytes: buffer[key_pos+4:end] unmasked."},
+    {"mask_frame", mask_frame, METH_VARARGS,
+     "mask_frame(first, payload, key) -> bytes: a complete masked frame."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -44,7 +44,7 @@ from .events import (
     TextMessage,
 )
 from .frames import FIN, RSV1, encode_server_frame, new_mask
-from .masking import apply_mask
+from .masking import apply_mask, mask_frame, unmask_at
 from .utf8 import Utf8Validator
 
 __all__ = ["Connection", "Role", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
@@ -92,7 +92,7 @@ class Connection:
         "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
         "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_buf",
         "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
-        "_sending_fragmented", "_send_compressed",
+        "_sending_fragmented", "_send_compressed", "_plain_send",
         "close_sent", "close_received", "failure",
     )
 
@@ -132,6 +132,8 @@ class Connection:
         # sending
         self._sending_fragmented = False
         self._send_compressed = False
+        # True while a whole message can be sent with no compression or fragment state.
+        self._plain_send = deflate is None
         #: (code, reason) of the Close frames sent and received; None until then.
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
@@ -180,8 +182,10 @@ class Connection:
         if self._discard or not data:
             return
         if self._buf:
-            data = self._buf + bytes(data)
+            data = self._buf + data
             self._buf = b""
+        elif type(data) is not bytes:
+            data = bytes(data)
         try:
             pos = self._read_frames(data)
         except RemoteProtocolError as exc:
@@ -203,11 +207,17 @@ class Connection:
 
     def send_text(self, data: str, fin: bool = True) -> None:
         """Send a text message (or its first fragment when ``fin`` is False)."""
-        self._send_data(_OP_TEXT, data.encode("utf-8"), fin)
+        if fin and self._plain_send and self.state is State.OPEN:
+            self._write_frame(0x81, data.encode("utf-8"))  # hot path: FIN, text, no RSV1
+        else:
+            self._send_data(_OP_TEXT, data.encode("utf-8"), fin)
 
     def send_bytes(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
         """Send a binary message (or its first fragment when ``fin`` is False)."""
-        self._send_data(_OP_BINARY, bytes(data), fin)
+        if fin and self._plain_send and self.state is State.OPEN:
+            self._write_frame(0x82, bytes(data))  # hot path: FIN, binary, no RSV1
+        else:
+            self._send_data(_OP_BINARY, bytes(data), fin)
 
     def send_continuation(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
         """Send the next fragment of a message started with ``fin=False``."""
@@ -256,6 +266,7 @@ class Connection:
         if compressed:
             payload = self._deflate.compress(payload, fin)  # type: ignore[union-attr]
         self._sending_fragmented = not fin
+        self._plain_send = fin and self._deflate is None
         self._write_frame((FIN if fin else 0) | first | opcode, payload)
 
     def _send_control(self, opcode: int, payload: bytes) -> None:
@@ -268,15 +279,7 @@ class Connection:
     def _write_frame(self, first: int, payload: bytes) -> None:
         if self._client:
             # §5.3: a client masks every frame with a fresh key from a strong RNG.
-            mask = new_mask()
-            length = len(payload)
-            if length < 126:
-                header = bytes((first, 0x80 | length))
-            elif length < 65536:
-                header = bytes((first, 0xFE)) + length.to_bytes(2, "big")
-            else:
-                header = bytes((first, 0xFF)) + length.to_bytes(8, "big")
-            self._out.append(header + mask + apply_mask(payload, mask))
+            self._out.append(mask_frame(first, payload, new_mask()))
         else:
             self._out.append(encode_server_frame(first, payload))
 
@@ -286,11 +289,13 @@ class Connection:
 
     # -------------------------------------------------------------------- reading (impl)
 
-    def _read_frames(self, data: bytes | bytearray | memoryview) -> int:
+    def _read_frames(self, data: bytes) -> int:
         """Parse as many frames as ``data`` holds; return how many bytes were consumed."""
         pos = 0
         end = len(data)
-        client = self._client
+        events = self._events
+        want_mask = 0 if self._client else 0x80
+        limit = min(self.max_frame_size, self.max_message_size)
         while pos < end:
             if self._frame_remaining:
                 pos = self._read_piece(data, pos, end)
@@ -316,14 +321,23 @@ class Connection:
                 start += 4
                 if start > end:
                     break
-            self._check_header(first, masked, length)
             stop = start + length
+            if (first == 0x81 or first == 0x82) and masked == want_mask and stop <= end \
+                    and length <= limit and not self._msg_opcode:
+                # Hot path: a whole unfragmented, uncompressed message is buffered.
+                payload = unmask_at(data, start - 4, stop) if masked else data[start:stop]
+                pos = stop
+                if first == 0x82:
+                    events.append(BytesMessage(payload))
+                    continue
+                try:
+                    events.append(TextMessage(payload.decode("utf-8")))
+                except UnicodeDecodeError:
+                    raise InvalidUTF8("invalid UTF-8 in a text message") from None
+                continue
+            self._check_header(first, masked, length)
             if stop <= end:
-                payload = data[start:stop]
-                if masked:
-                    payload = apply_mask(payload, data[start - 4:start])
-                elif type(payload) is not bytes:
-                    payload = bytes(payload)
+                payload = unmask_at(data, start - 4, stop) if masked else data[start:stop]
                 pos = stop
                 if self._on_frame(first, payload):
                     return pos
@@ -419,7 +433,7 @@ class Connection:
         self._frame_mask = mask
         self._frame_offset = 0
 
-    def _read_piece(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
+    def _read_piece(self, data: bytes, pos: int, end: int) -> int:
         """Consume the next piece of a data frame arriving in pieces."""
         n = min(self._frame_remaining, end - pos)
         piece = data[pos:pos + n]
@@ -440,10 +454,10 @@ class Connection:
         if opcode == _OP_TEXT:
             self._validator = Utf8Validator()
 
-    def _add_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+    def _add_chunk(self, chunk: bytes) -> None:
         if self._msg_compressed:
             chunk = self._deflate.decompress(  # type: ignore[union-attr]
-                bytes(chunk), self.max_message_size - self._msg_size)
+                chunk, self.max_message_size - self._msg_size)
         self._msg_size += len(chunk)
         if self._msg_size > self.max_message_size:
             raise MessageTooBig("message too big")

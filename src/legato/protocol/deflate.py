@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..exceptions import CompressionError, MessageTooBig, NegotiationError
 from .headers import ExtensionParams, serialize_extension

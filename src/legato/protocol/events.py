@@ -9,7 +9,6 @@ close echoed), so a user may ignore them. Exactly one of ``CloseReceived``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = [
     "TextMessage",
@@ -78,6 +77,6 @@ class ConnectionLost:
     code: int = 1006
 
 
-Event = Union[
-    TextMessage, BytesMessage, Ping, Pong, CloseReceived, ConnectionFailed, ConnectionLost
-]
+Event = (
+    TextMessage | BytesMessage | Ping | Pong | CloseReceived | ConnectionFailed | ConnectionLost
+)

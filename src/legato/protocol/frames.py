@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Callable, Iterator
 
 from .masking import apply_mask
 
@@ -59,28 +60,18 @@ def encode_server_frame(first: int, payload: bytes) -> bytes:
     return _header(first, length, 0) + payload
 
 
-class _MaskPool:
+def _mask_keys() -> Iterator[bytes]:
     """Masking keys from the OS CSPRNG (§5.3 asks for a strong source of entropy), read
-    1 KiB at a time because one ``os.urandom`` call per frame costs more than masking a
+    4 KiB at a time because one ``os.urandom`` call per frame costs more than masking a
     small frame."""
-
-    __slots__ = ("_pool", "_pos")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
-
-    def __call__(self) -> bytes:
-        pos = self._pos
-        if pos >= len(self._pool):
-            self._pool = os.urandom(1024)
-            pos = 0
-        self._pos = pos + 4
-        return self._pool[pos:pos + 4]
+    while True:
+        pool = os.urandom(4096)
+        for pos in range(0, 4096, 4):
+            yield pool[pos:pos + 4]
 
 
 #: Return a fresh random 4-byte masking key.
-new_mask = _MaskPool()
+new_mask: Callable[[], bytes] = _mask_keys().__next__
 
 
 def encode_frame(

@@ -16,7 +16,7 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..exceptions import (
     InvalidResponse,
@@ -44,6 +44,7 @@ __all__ = [
 #: RFC 6455 §1.3.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _VERSION = "13"
+_DEFAULT_DEFLATE = PerMessageDeflate()  # frozen, so one shared default is safe
 
 
 def accept_key(key: str) -> str:
@@ -239,7 +240,7 @@ class ClientHandshake:
         target: str = "/",
         *,
         subprotocols: Sequence[str] = (),
-        deflate: PerMessageDeflate | None = PerMessageDeflate(),
+        deflate: PerMessageDeflate | None = _DEFAULT_DEFLATE,
         origin: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,

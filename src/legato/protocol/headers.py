@@ -8,7 +8,7 @@ callers turn that into the right HTTP status or a declined offer.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "Headers",
