@@ -80,17 +80,17 @@ class Connection:
 
     * ``max_message_size`` (bytes, default 1 MiB; None for no limit): the largest
       message after reassembly and decompression; more fails with 1009.
-    * ``max_frame_size`` (bytes, default = ``max_message_size``): the largest payload of
-      a single frame as sent on the wire; more fails with 1009.
+    * ``max_frame_size`` (bytes, default None: bounded by the message limit only): the
+      largest payload of a single frame as sent on the wire; more fails with 1009.
 
     ``deflate`` is the codec negotiated by the handshake (None when permessage-deflate
     is off).
     """
 
     __slots__ = (
-        "role", "state", "max_message_size", "max_frame_size", "_deflate",
+        "role", "state", "max_message_size", "max_frame_size", "_max_compressed", "_deflate",
         "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
-        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_buf",
+        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_parts", "_msg_raw",
         "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
         "_sending_fragmented", "_send_compressed", "_plain_send",
         "close_sent", "close_received", "failure",
@@ -106,10 +106,13 @@ class Connection:
     ) -> None:
         self.role = role
         self.state = State.OPEN
-        big = 1 << 63
+        big = 1 << 62  # "no limit", yet small enough for zlib's Py_ssize_t max_length
         self.max_message_size = max_message_size if max_message_size is not None else big
-        self.max_frame_size = max_frame_size if max_frame_size is not None \
-            else self.max_message_size
+        # None: frames are bounded only through the message limit (which, for compressed
+        # frames, allows deflate's worst-case growth).
+        self.max_frame_size = max_frame_size if max_frame_size is not None else big
+        size = self.max_message_size
+        self._max_compressed = size + (size >> 5) + (size >> 7) + (size >> 11) + 64
         self._deflate = deflate
         self._client = role is Role.CLIENT
         self._events: list[Event] = []
@@ -122,7 +125,8 @@ class Connection:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_wire = 0
-        self._msg_buf = bytearray()
+        self._msg_parts: list[str | bytes] = []
+        self._msg_raw: bytearray | None = None
         self._validator: Utf8Validator | None = None
         # data frame whose payload is arriving in pieces
         self._frame_remaining = 0
@@ -145,8 +149,7 @@ class Connection:
     def events_received(self) -> list[Event]:
         """Return and forget the events parsed since the last call."""
         events = self._events
-        if events:
-            self._events = []
+        self._events = []
         return events
 
     def data_to_send(self) -> bytes:
@@ -168,11 +171,11 @@ class Connection:
 
     @property
     def close_code(self) -> int:
-        """The code to report for this connection: the peer's, ours, or 1006."""
+        """The code to report: the peer's Close, the code we failed with, or 1006 (§7.1.5)."""
         if self.close_received is not None:
             return self.close_received[0]
-        if self.close_sent is not None and self.state is State.CLOSED:
-            return self.close_sent[0]
+        if self.failure is not None:
+            return self.failure.close_code
         return 1006
 
     # ------------------------------------------------------------------- public: input
@@ -232,8 +235,12 @@ class Connection:
         self._send_control(_OP_PONG, payload)
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake (§7.1.2). ``ValueError`` for a code not allowed on
-        the wire; ``LocalProtocolError`` when a Close was already sent."""
+        """Start the closing handshake (§7.1.2).
+
+        ``code=1005`` sends a Close without a status code (an empty payload). Any other
+        code not allowed on the wire raises ``ValueError``; a second Close raises
+        ``LocalProtocolError``.
+        """
         if self.close_sent is not None or self.state is State.CLOSED:
             raise LocalProtocolError("the connection is already closing or closed")
         if code == NO_STATUS_RCVD:
@@ -390,8 +397,9 @@ class Connection:
         compressed = first & RSV1 if opcode else self._msg_compressed
         wire = self._msg_wire + length
         if compressed:
-            # Compressed bytes are bounded too; incompressible data grows by ~0.1 %.
-            if wire > self.max_message_size + (self.max_message_size >> 10) + 64:
+            # Compressed bytes are bounded too, by zlib's worst-case growth of
+            # incompressible data (deflateBound: about 3.7 % with a small memLevel).
+            if wire > self._max_compressed:
                 raise MessageTooBig("message too big")
         elif wire > self.max_message_size:
             raise MessageTooBig("message too big")
@@ -404,7 +412,7 @@ class Connection:
         fin = first & FIN
         if opcode:
             if fin:  # the whole message is in this frame: the fast path
-                if first & RSV1:
+                if first & RSV1 and payload:  # an empty payload is an empty message
                     payload = self._deflate.decompress_message(  # type: ignore[union-attr]
                         payload, self.max_message_size)
                 if opcode == _OP_TEXT:
@@ -436,12 +444,13 @@ class Connection:
     def _read_piece(self, data: bytes, pos: int, end: int) -> int:
         """Consume the next piece of a data frame arriving in pieces."""
         n = min(self._frame_remaining, end - pos)
-        piece = data[pos:pos + n]
         mask = self._frame_mask
         if mask is not None:
             k = self._frame_offset & 3
-            piece = apply_mask(piece, mask[k:] + mask[:k] if k else mask)
+            piece = apply_mask(memoryview(data)[pos:pos + n], mask[k:] + mask[:k] if k else mask)
             self._frame_offset += n
+        else:
+            piece = data[pos:pos + n]
         self._frame_remaining -= n
         self._add_chunk(piece)
         if not self._frame_remaining and self._frame_fin:
@@ -454,6 +463,11 @@ class Connection:
         if opcode == _OP_TEXT:
             self._validator = Utf8Validator()
 
+    # A message assembled from several chunks keeps large chunks as they are (decoded
+    # once, joined once) and switches to one bytearray when small chunks arrive, so that
+    # a message dribbled in byte by byte costs memory close to its size, not 50x.
+    _SMALL_CHUNK = 1024
+
     def _add_chunk(self, chunk: bytes) -> None:
         if self._msg_compressed:
             chunk = self._deflate.decompress(  # type: ignore[union-attr]
@@ -461,36 +475,65 @@ class Connection:
         self._msg_size += len(chunk)
         if self._msg_size > self.max_message_size:
             raise MessageTooBig("message too big")
+        raw = self._msg_raw
+        validator = self._validator
+        if raw is None:
+            if len(chunk) >= self._SMALL_CHUNK:
+                # fail fast (RFC 6455 §8.1): each chunk is validated as it arrives
+                self._msg_parts.append(chunk if validator is None else validator.decode(chunk))
+                return
+            raw = self._to_raw()
+        if validator is not None:
+            validator.decode(chunk)
+        raw += chunk
+
+    def _to_raw(self) -> bytearray:
+        """Switch the message being assembled to a single bytearray."""
+        parts = self._msg_parts
         if self._validator is not None:
-            self._validator.feed(chunk)  # fail fast (RFC 6455 §8.1)
-        self._msg_buf += chunk
+            text = "".join(parts)  # type: ignore[arg-type]
+            raw = bytearray(text.encode("utf-8") + self._validator.pending())
+        else:
+            raw = bytearray(b"".join(parts))  # type: ignore[arg-type]
+        self._msg_parts = []
+        self._msg_raw = raw
+        return raw
 
     def _finish_message(self) -> None:
-        if self._msg_compressed:
+        # No compressed bytes at all is an empty message; feeding the tail alone would
+        # leave the inflater inside a stored block and corrupt the next message.
+        if self._msg_compressed and self._msg_wire:
             tail = self._deflate.end_message(  # type: ignore[union-attr]
                 self.max_message_size - self._msg_size)
             if tail:
-                self._msg_size += len(tail)
-                if self._validator is not None:
-                    self._validator.feed(tail)
-                self._msg_buf += tail
-        buf = self._msg_buf
-        if self._validator is not None:
-            self._validator.finish()
-            self._events.append(TextMessage(buf.decode("utf-8")))
+                self._msg_compressed = False  # the tail is already inflated
+                self._add_chunk(tail)
+        raw = self._msg_raw
+        validator = self._validator
+        if validator is not None:
+            validator.finish()
+            if raw is None:
+                text = "".join(self._msg_parts)  # type: ignore[arg-type]
+            else:
+                text = raw.decode("utf-8")
+            self._events.append(TextMessage(text))
+        elif raw is None:
+            self._events.append(BytesMessage(b"".join(self._msg_parts)))  # type: ignore[arg-type]
         else:
-            self._events.append(BytesMessage(bytes(buf)))
+            self._events.append(BytesMessage(bytes(raw)))
         self._msg_opcode = 0
         self._msg_size = 0
         self._msg_wire = 0
-        self._msg_buf = bytearray()
+        self._msg_parts = []
+        self._msg_raw = None
         self._validator = None
 
     def _on_control(self, opcode: int, payload: bytes) -> bool:
         if opcode == _OP_PING:
             self._events.append(Ping(payload))
-            if self.state is State.OPEN:
-                self._write_frame(FIN | _OP_PONG, payload)  # §5.5.2: same payload
+            # §5.5.2: answer with the same payload, unless a Close was received (then we
+            # would not get here) — also while our own Close awaits its answer.
+            self._write_frame(FIN | _OP_PONG, payload)
             return False
         if opcode == _OP_PONG:
             self._events.append(Pong(payload))  # §5.5.3: unsolicited pongs need no answer

@@ -35,13 +35,15 @@ class DeflateParams:
     server_max_window_bits: int = 15
     client_max_window_bits: int = 15
 
-    def to_header(self, *, client_bits_offered: bool = True, server_bits: bool = True) -> str:
+    def to_header(self, *, client_bits_offered: bool = True, server_bits: bool = False) -> str:
+        """The response value; ``server_bits`` forces server_max_window_bits out even at 15
+        (a server accepts an offered limit by echoing it, RFC 7692 §7.1.2.1)."""
         params: ExtensionParams = []
         if self.server_no_context_takeover:
             params.append(("server_no_context_takeover", None))
         if self.client_no_context_takeover:
             params.append(("client_no_context_takeover", None))
-        if server_bits and self.server_max_window_bits != 15:
+        if server_bits or self.server_max_window_bits != 15:
             params.append(("server_max_window_bits", str(self.server_max_window_bits)))
         if client_bits_offered and self.client_max_window_bits != 15:
             params.append(("client_max_window_bits", str(self.client_max_window_bits)))
@@ -136,7 +138,8 @@ class PerMessageDeflate:
                 client_max_window_bits=client_bits,
             )
             # client_max_window_bits may be sent back only if offered (§7.1.2.2).
-            header = params.to_header(client_bits_offered=client_bits_offered)
+            header = params.to_header(client_bits_offered=client_bits_offered,
+                                      server_bits="server_max_window_bits" in offer)
             return header, params
         return None
 

@@ -119,8 +119,7 @@ class ServerHandshake:
         """Validate an upgrade request (RFC 6455 §4.2.1); raise ``HandshakeRejected``."""
         if method != "GET":
             raise InvalidUpgrade("WebSocket upgrade requires GET", 405, [("Allow", "GET")])
-        major, _, minor = http_version.partition(".")
-        if major != "1" or not minor.isdigit() or int(minor) < 1:
+        if http_version != "1.1":
             raise InvalidUpgrade("WebSocket upgrade requires HTTP/1.1")
         if len(headers.get_all("Host")) != 1:
             raise InvalidUpgrade("exactly one Host header is required")
@@ -273,7 +272,8 @@ class ClientHandshake:
         """Validate the server's response (§4.1); raise ``InvalidResponse`` subclasses."""
         if status_code != 101:
             raise InvalidStatus(status_code, headers.raw_items(), body)
-        if "websocket" not in _tokens_lower(headers, "Upgrade"):
+        # §4.1: the Upgrade value must be exactly "websocket" (case-insensitive).
+        if [v.strip().lower() for v in headers.get_all("Upgrade")] != ["websocket"]:
             raise InvalidResponse("response lacks 'Upgrade: websocket'")
         if "upgrade" not in _tokens_lower(headers, "Connection"):
             raise InvalidResponse("response lacks 'Connection: Upgrade'")

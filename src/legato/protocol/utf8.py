@@ -50,14 +50,21 @@ class Utf8Validator:
     def __init__(self) -> None:
         self._decoder = _Decoder()
 
-    def feed(self, chunk: bytes | bytearray) -> None:
+    def decode(self, chunk: bytes | bytearray | memoryview) -> str:
+        """Decode the next chunk; a sequence left open is held for the next one."""
         try:
-            self._decoder.decode(chunk, False)
+            text: str = self._decoder.decode(chunk, False)
         except UnicodeDecodeError:
             raise InvalidUTF8("invalid UTF-8 in a text message") from None
         pending = self._decoder.getstate()[0]
         if pending and not is_valid_prefix(pending):
             raise InvalidUTF8("invalid UTF-8 in a text message")
+        return text
+
+    def pending(self) -> bytes:
+        """The bytes of a sequence started but not finished yet."""
+        pending: bytes = self._decoder.getstate()[0]
+        return pending
 
     def finish(self) -> None:
         """The message ended: a sequence left incomplete is invalid."""
