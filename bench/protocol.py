@@ -101,11 +101,15 @@ def make_payloads(size: int, text: bool, count: int, rng: random.Random) -> Msgs
 
 # ------------------------------------------------------------------------------- engines
 
+#: Overrides of legato's shipped PerMessageDeflate defaults (set by --min-size).
+LEGATO_OPTIONS: dict[str, Any] = {}
+
+
 def legato_engine(role: Role, deflate: bool) -> Connection:
     codec = None
     if deflate:
         config = PerMessageDeflate(server_max_window_bits=WBITS, client_max_window_bits=WBITS,
-                                   mem_level=MEM_LEVEL, compress_level=LEVEL)
+                                   mem_level=MEM_LEVEL, compress_level=LEVEL, **LEGATO_OPTIONS)
         params = DeflateParams(server_max_window_bits=WBITS, client_max_window_bits=WBITS)
         codec = DeflateCodec(params, is_client=role is Role.CLIENT, config=config)
     return Connection(role, deflate=codec)
@@ -353,7 +357,11 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=65536,
                     help="bytes per receive_data() call when parsing; 0 = whole buffer")
     ap.add_argument("--cpu", type=int, help="pin to this CPU (default: not pinned)")
+    ap.add_argument("--min-size", type=int, help="legato's PerMessageDeflate min_size "
+                    "(default: as shipped, 128; 0 compresses every message like the peers)")
     args = ap.parse_args()
+    if args.min_size is not None:
+        LEGATO_OPTIONS["min_size"] = args.min_size
     repeat = args.repeat or (3 if args.quick else 7)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -362,7 +370,7 @@ def main() -> int:
             "legato_speedups": masking.SPEEDUPS, "websockets": version("websockets"),
             "websockets_speedups": vars(ws_frames)["apply_mask"].__module__.endswith("speedups"),
             "wsproto": version("wsproto"), "repeat": repeat, "chunk": args.chunk,
-            "quick": args.quick, "zlib": {"level": LEVEL, "wbits": WBITS, "mem": MEM_LEVEL}}
+            "quick": args.quick, "legato_options": LEGATO_OPTIONS, "zlib": {"level": LEVEL, "wbits": WBITS, "mem": MEM_LEVEL}}
     print(f"legato C speed-up (legato.protocol.masking.SPEEDUPS): "
           f"{'ACTIVE' if masking.SPEEDUPS else 'OFF (pure-Python fallback)'}"
           f"{'  [LEGATO_NO_EXTENSIONS=1]' if os.environ.get('LEGATO_NO_EXTENSIONS') else ''}")

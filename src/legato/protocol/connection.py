@@ -463,10 +463,11 @@ class Connection:
         if opcode == _OP_TEXT:
             self._validator = Utf8Validator()
 
-    # A message assembled from several chunks keeps large chunks as they are (decoded
-    # once, joined once) and switches to one bytearray when small chunks arrive, so that
-    # a message dribbled in byte by byte costs memory close to its size, not 50x.
+    # A message assembled from several chunks keeps its chunks as they are (decoded once,
+    # joined once) and switches to one bytearray once many small chunks arrive, so that a
+    # message dribbled in byte by byte costs memory close to its size, not 50x.
     _SMALL_CHUNK = 1024
+    _MAX_SMALL_PARTS = 32
 
     def _add_chunk(self, chunk: bytes) -> None:
         if self._msg_compressed:
@@ -478,7 +479,7 @@ class Connection:
         raw = self._msg_raw
         validator = self._validator
         if raw is None:
-            if len(chunk) >= self._SMALL_CHUNK:
+            if len(chunk) >= self._SMALL_CHUNK or len(self._msg_parts) < self._MAX_SMALL_PARTS:
                 # fail fast (RFC 6455 §8.1): each chunk is validated as it arrives
                 self._msg_parts.append(chunk if validator is None else validator.decode(chunk))
                 return

@@ -92,7 +92,10 @@ class PerMessageDeflate:
     client_max_window_bits: int | None = 12
     mem_level: int = 5
     compress_level: int = 6
-    min_size: int = 0
+    # Messages under 128 bytes go out uncompressed (RSV1 clear, which RFC 7692 §6
+    # allows per message): deflating them saves a few bytes for ~2-3 µs of zlib each.
+    # Node's `ws` makes the same trade at 1 KiB. Set 0 to compress everything.
+    min_size: int = 128
 
     def __post_init__(self) -> None:
         if not _MIN_BITS <= self.server_max_window_bits <= 15:
@@ -264,9 +267,10 @@ class DeflateCodec:
 
     def decompress_message(self, data: bytes, limit: int) -> bytes:
         """Inflate a whole single-frame message in one call."""
-        out = self.decompress(data + _TAIL, limit)
+        out = self.decompress(data, limit)
+        tail = self.decompress(_TAIL, limit - len(out))  # usually b"": no copy of out
         self._after_message()
-        return out
+        return out + tail if tail else out
 
     def _after_message(self) -> None:
         # A peer may end a message with a BFINAL block (RFC 7692 §7.2.3.4): that ends the
