@@ -9,6 +9,11 @@
  *   without the two intermediate slices Python would make (the server's receive path).
  * mask_frame(first, payload, key) -> bytes
  *   A complete masked client frame (header, key, masked payload) in one allocation.
+ * utf8_check(data, state) -> int
+ *   Incremental UTF-8 validation (Unicode Table 3-7) of a message arriving in pieces, so
+ *   small pieces can be checked as they arrive without decoding them twice.
+ *   state 0 = between characters; -1 = invalid; otherwise an open sequence encoded as
+ *   remaining << 16 | low << 8 | high (the allowed range of the next byte).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -127,6 +132,83 @@ apply_mask(PyObject *self, PyObject *args)
     return result;
 }
 
+static long
+utf8_scan(const unsigned char *p, Py_ssize_t n, long state)
+{
+    Py_ssize_t i = 0;
+    unsigned int remaining = (unsigned int)(state >> 16);
+    unsigned int low = (unsigned int)((state >> 8) & 0xFF);
+    unsigned int high = (unsigned int)(state & 0xFF);
+    while (i < n) {
+        unsigned int c;
+        if (remaining == 0) {
+            /* ASCII runs 8 bytes at a time */
+            while (i + 8 <= n) {
+                uint64_t word;
+                memcpy(&word, p + i, 8);
+                if (word & UINT64_C(0x8080808080808080)) {
+                    break;
+                }
+                i += 8;
+            }
+            if (i >= n) {
+                break;
+            }
+            c = p[i++];
+            if (c < 0x80) {
+                continue;
+            }
+            if (c < 0xC2 || c > 0xF4) {
+                return -1;
+            }
+            low = 0x80;
+            high = 0xBF;
+            if (c <= 0xDF) {
+                remaining = 1;
+            }
+            else if (c <= 0xEF) {
+                remaining = 2;
+                if (c == 0xE0) low = 0xA0;      /* no overlong 3-byte forms */
+                if (c == 0xED) high = 0x9F;     /* no surrogates */
+            }
+            else {
+                remaining = 3;
+                if (c == 0xF0) low = 0x90;      /* no overlong 4-byte forms */
+                if (c == 0xF4) high = 0x8F;     /* nothing above U+10FFFF */
+            }
+            continue;
+        }
+        c = p[i++];
+        if (c < low || c > high) {
+            return -1;
+        }
+        remaining--;
+        low = 0x80;
+        high = 0xBF;
+    }
+    if (remaining == 0) {
+        return 0;
+    }
+    return (long)((remaining << 16) | (low << 8) | high);
+}
+
+static PyObject *
+utf8_check(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    long state, result;
+    if (!PyArg_ParseTuple(args, "y*l:utf8_check", &data, &state)) {
+        return NULL;
+    }
+    if (state < 0) {
+        PyBuffer_Release(&data);
+        return PyLong_FromLong(-1);
+    }
+    result = utf8_scan((const unsigned char *)data.buf, data.len, state);
+    PyBuffer_Release(&data);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", apply_mask, METH_VARARGS,
      "apply_mask(data, mask) -> bytes: XOR data with the 4-byte mask (RFC 6455 5.3)."},
@@ -134,6 +216,8 @@ static PyMethodDef speedups_methods[] = {
      "unmask_at(buffer, key_pos, end) -> bytes: buffer[key_pos+4:end] unmasked."},
     {"mask_frame", mask_frame, METH_VARARGS,
      "mask_frame(first, payload, key) -> bytes: a complete masked frame."},
+    {"utf8_check", utf8_check, METH_VARARGS,
+     "utf8_check(data, state) -> int: incremental UTF-8 validation; -1 when invalid."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -90,7 +90,7 @@ class Connection:
     __slots__ = (
         "role", "state", "max_message_size", "max_frame_size", "_max_compressed", "_deflate",
         "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
-        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_parts", "_msg_raw",
+        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_parts", "_msg_raw", "_msg_checked",
         "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
         "_sending_fragmented", "_send_compressed", "_plain_send",
         "close_sent", "close_received", "failure",
@@ -125,8 +125,10 @@ class Connection:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_wire = 0
-        self._msg_parts: list[str | bytes] = []
+        # the message assembled from several frames or pieces (see _add_chunk)
+        self._msg_parts: list[bytes] = []
         self._msg_raw: bytearray | None = None
+        self._msg_checked = 0  # how much of _msg_raw the UTF-8 validator has seen
         self._validator: Utf8Validator | None = None
         # data frame whose payload is arriving in pieces
         self._frame_remaining = 0
@@ -429,6 +431,8 @@ class Connection:
         self._add_chunk(payload)
         if fin:
             self._finish_message()
+        else:
+            self._check_fragment()
         return False
 
     def _begin_piecewise(self, first: int, length: int, mask: bytes | None) -> None:
@@ -441,21 +445,33 @@ class Connection:
         self._frame_mask = mask
         self._frame_offset = 0
 
+    # RFC 6455 §8.1 UTF-8 checks on a text message assembled from several frames or
+    # pieces: each frame is checked when it completes (fail fast per fragment), and each
+    # piece under _EAGER_UTF8 bytes as soon as it arrives (fail fast within a frame that
+    # dribbles in). Larger pieces of the final frame are checked by the decode that
+    # builds the str, so big messages are walked once, not twice.
+    # (Cheap pieces are checked while the message so far has all been checked.)
+    _EAGER_UTF8 = 4096
+
     def _read_piece(self, data: bytes, pos: int, end: int) -> int:
         """Consume the next piece of a data frame arriving in pieces."""
         n = min(self._frame_remaining, end - pos)
+        stop = pos + n
         mask = self._frame_mask
-        if mask is not None:
-            k = self._frame_offset & 3
-            piece = apply_mask(memoryview(data)[pos:pos + n], mask[k:] + mask[:k] if k else mask)
-            self._frame_offset += n
-        else:
-            piece = data[pos:pos + n]
         self._frame_remaining -= n
-        self._add_chunk(piece)
-        if not self._frame_remaining and self._frame_fin:
-            self._finish_message()
-        return pos + n
+        if mask is None:
+            self._add_chunk(data[pos:stop])
+        else:
+            k = self._frame_offset & 3
+            self._frame_offset += n
+            self._add_chunk(apply_mask(memoryview(data)[pos:stop],
+                                       mask[k:] + mask[:k] if k else mask))
+        if not self._frame_remaining:
+            if self._frame_fin:
+                self._finish_message()
+            else:
+                self._check_fragment()
+        return stop
 
     def _start_message(self, opcode: int, compressed: int) -> None:
         self._msg_opcode = opcode
@@ -463,42 +479,47 @@ class Connection:
         if opcode == _OP_TEXT:
             self._validator = Utf8Validator()
 
-    # A message assembled from several chunks keeps its chunks as they are (decoded once,
-    # joined once) and switches to one bytearray once many small chunks arrive, so that a
-    # message dribbled in byte by byte costs memory close to its size, not 50x.
-    _SMALL_CHUNK = 1024
-    _MAX_SMALL_PARTS = 32
+    # The pieces of a message are kept as they come and joined once (exact-size
+    # allocations, no realloc growth); once many small pieces have come, they go to one
+    # bytearray instead, so a message dribbled in byte by byte costs memory close to its
+    # size, not 40x.
+    _SMALL_PIECE = 1024
+    _MAX_SMALL_PIECES = 32
 
     def _add_chunk(self, chunk: bytes) -> None:
+        """Append a piece of the message being assembled (inflated and, if small, checked)."""
         if self._msg_compressed:
             chunk = self._deflate.decompress(  # type: ignore[union-attr]
                 chunk, self.max_message_size - self._msg_size)
-        self._msg_size += len(chunk)
+        size = len(chunk)
+        validator = self._validator
+        if validator is not None and size < self._EAGER_UTF8 \
+                and self._msg_checked == self._msg_size:
+            validator.feed(chunk)
+            self._msg_checked += size
+        self._msg_size += size
         if self._msg_size > self.max_message_size:
             raise MessageTooBig("message too big")
         raw = self._msg_raw
-        validator = self._validator
-        if raw is None:
-            if len(chunk) >= self._SMALL_CHUNK or len(self._msg_parts) < self._MAX_SMALL_PARTS:
-                # fail fast (RFC 6455 §8.1): each chunk is validated as it arrives
-                self._msg_parts.append(chunk if validator is None else validator.decode(chunk))
-                return
-            raw = self._to_raw()
-        if validator is not None:
-            validator.decode(chunk)
-        raw += chunk
-
-    def _to_raw(self) -> bytearray:
-        """Switch the message being assembled to a single bytearray."""
-        parts = self._msg_parts
-        if self._validator is not None:
-            text = "".join(parts)  # type: ignore[arg-type]
-            raw = bytearray(text.encode("utf-8") + self._validator.pending())
+        if raw is not None:
+            raw += chunk
+        elif size >= self._SMALL_PIECE or len(self._msg_parts) < self._MAX_SMALL_PIECES:
+            self._msg_parts.append(chunk)
         else:
-            raw = bytearray(b"".join(parts))  # type: ignore[arg-type]
-        self._msg_parts = []
-        self._msg_raw = raw
-        return raw
+            self._msg_raw = bytearray(b"".join(self._msg_parts))
+            self._msg_raw += chunk
+            self._msg_parts = []
+
+    def _message_bytes(self) -> bytes:
+        raw = self._msg_raw
+        return b"".join(self._msg_parts) if raw is None else bytes(raw)
+
+    def _check_fragment(self) -> None:
+        """A non-final frame is complete: check the text it brought (fail fast, §8.1)."""
+        validator = self._validator
+        if validator is not None and self._msg_checked < self._msg_size:
+            validator.feed(self._message_bytes()[self._msg_checked:])
+            self._msg_checked = self._msg_size
 
     def _finish_message(self) -> None:
         # No compressed bytes at all is an empty message; feeding the tail alone would
@@ -509,24 +530,21 @@ class Connection:
             if tail:
                 self._msg_compressed = False  # the tail is already inflated
                 self._add_chunk(tail)
-        raw = self._msg_raw
-        validator = self._validator
-        if validator is not None:
-            validator.finish()
-            if raw is None:
-                text = "".join(self._msg_parts)  # type: ignore[arg-type]
-            else:
-                text = raw.decode("utf-8")
+        data = self._message_bytes()
+        if self._validator is not None:
+            try:
+                text = data.decode("utf-8")  # checks whatever was not checked yet
+            except UnicodeDecodeError:
+                raise InvalidUTF8("invalid UTF-8 in a text message") from None
             self._events.append(TextMessage(text))
-        elif raw is None:
-            self._events.append(BytesMessage(b"".join(self._msg_parts)))  # type: ignore[arg-type]
         else:
-            self._events.append(BytesMessage(bytes(raw)))
+            self._events.append(BytesMessage(data))
         self._msg_opcode = 0
         self._msg_size = 0
         self._msg_wire = 0
         self._msg_parts = []
         self._msg_raw = None
+        self._msg_checked = 0
         self._validator = None
 
     def _on_control(self, opcode: int, payload: bytes) -> bool:
