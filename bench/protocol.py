@@ -370,7 +370,8 @@ def main() -> int:
             "legato_speedups": masking.SPEEDUPS, "websockets": version("websockets"),
             "websockets_speedups": vars(ws_frames)["apply_mask"].__module__.endswith("speedups"),
             "wsproto": version("wsproto"), "repeat": repeat, "chunk": args.chunk,
-            "quick": args.quick, "legato_options": LEGATO_OPTIONS, "zlib": {"level": LEVEL, "wbits": WBITS, "mem": MEM_LEVEL}}
+            "quick": args.quick, "legato_options": LEGATO_OPTIONS,
+            "zlib": {"level": LEVEL, "wbits": WBITS, "mem": MEM_LEVEL}}
     print(f"legato C speed-up (legato.protocol.masking.SPEEDUPS): "
           f"{'ACTIVE' if masking.SPEEDUPS else 'OFF (pure-Python fallback)'}"
           f"{'  [LEGATO_NO_EXTENSIONS=1]' if os.environ.get('LEGATO_NO_EXTENSIONS') else ''}")

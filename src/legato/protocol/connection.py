@@ -45,6 +45,7 @@ from .events import (
 )
 from .frames import FIN, RSV1, encode_server_frame, new_mask
 from .masking import apply_mask, mask_frame, unmask_at
+from .pieces import Pieces
 from .utf8 import Utf8Validator
 
 __all__ = ["Connection", "Role", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
@@ -90,7 +91,7 @@ class Connection:
     __slots__ = (
         "role", "state", "max_message_size", "max_frame_size", "_max_compressed", "_deflate",
         "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
-        "_msg_opcode", "_msg_compressed", "_msg_size", "_msg_wire", "_msg_parts", "_msg_raw", "_msg_checked",
+        "_msg_opcode", "_msg_compressed", "_msg", "_msg_wire", "_msg_checked", "_frame_z",
         "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
         "_sending_fragmented", "_send_compressed", "_plain_send",
         "close_sent", "close_received", "failure",
@@ -123,12 +124,10 @@ class Connection:
         # message being received (fragmented, compressed or arriving in pieces)
         self._msg_opcode = 0
         self._msg_compressed = False
-        self._msg_size = 0
         self._msg_wire = 0
-        # the message assembled from several frames or pieces (see _add_chunk)
-        self._msg_parts: list[bytes] = []
-        self._msg_raw: bytearray | None = None
-        self._msg_checked = 0  # how much of _msg_raw the UTF-8 validator has seen
+        self._msg = Pieces()  # the message assembled from several frames or pieces
+        self._msg_checked = 0  # how many of its bytes the UTF-8 validator has seen
+        self._frame_z = Pieces()  # a compressed frame arriving in pieces
         self._validator: Utf8Validator | None = None
         # data frame whose payload is arriving in pieces
         self._frame_remaining = 0
@@ -460,12 +459,20 @@ class Connection:
         mask = self._frame_mask
         self._frame_remaining -= n
         if mask is None:
-            self._add_chunk(data[pos:stop])
+            piece = data[pos:stop]
         else:
             k = self._frame_offset & 3
             self._frame_offset += n
-            self._add_chunk(apply_mask(memoryview(data)[pos:stop],
-                                       mask[k:] + mask[:k] if k else mask))
+            piece = apply_mask(memoryview(data)[pos:stop], mask[k:] + mask[:k] if k else mask)
+        if self._msg_compressed:
+            # Inflate a compressed frame once, when whole: one zlib call and one output
+            # buffer instead of one per piece (the inflate is still bounded, see _add_chunk).
+            self._frame_z.append(piece)
+            if not self._frame_remaining:
+                self._add_chunk(self._frame_z.join())
+                self._frame_z.clear()
+        else:
+            self._add_chunk(piece)
         if not self._frame_remaining:
             if self._frame_fin:
                 self._finish_message()
@@ -479,58 +486,38 @@ class Connection:
         if opcode == _OP_TEXT:
             self._validator = Utf8Validator()
 
-    # The pieces of a message are kept as they come and joined once (exact-size
-    # allocations, no realloc growth); once many small pieces have come, they go to one
-    # bytearray instead, so a message dribbled in byte by byte costs memory close to its
-    # size, not 40x.
-    _SMALL_PIECE = 1024
-    _MAX_SMALL_PIECES = 32
-
     def _add_chunk(self, chunk: bytes) -> None:
         """Append a piece of the message being assembled (inflated and, if small, checked)."""
+        msg = self._msg
         if self._msg_compressed:
             chunk = self._deflate.decompress(  # type: ignore[union-attr]
-                chunk, self.max_message_size - self._msg_size)
-        size = len(chunk)
+                chunk, self.max_message_size - msg.size)
         validator = self._validator
-        if validator is not None and size < self._EAGER_UTF8 \
-                and self._msg_checked == self._msg_size:
+        if validator is not None and len(chunk) < self._EAGER_UTF8 \
+                and self._msg_checked == msg.size:
             validator.feed(chunk)
-            self._msg_checked += size
-        self._msg_size += size
-        if self._msg_size > self.max_message_size:
+            self._msg_checked += len(chunk)
+        msg.append(chunk)
+        if msg.size > self.max_message_size:
             raise MessageTooBig("message too big")
-        raw = self._msg_raw
-        if raw is not None:
-            raw += chunk
-        elif size >= self._SMALL_PIECE or len(self._msg_parts) < self._MAX_SMALL_PIECES:
-            self._msg_parts.append(chunk)
-        else:
-            self._msg_raw = bytearray(b"".join(self._msg_parts))
-            self._msg_raw += chunk
-            self._msg_parts = []
-
-    def _message_bytes(self) -> bytes:
-        raw = self._msg_raw
-        return b"".join(self._msg_parts) if raw is None else bytes(raw)
 
     def _check_fragment(self) -> None:
         """A non-final frame is complete: check the text it brought (fail fast, §8.1)."""
         validator = self._validator
-        if validator is not None and self._msg_checked < self._msg_size:
-            validator.feed(self._message_bytes()[self._msg_checked:])
-            self._msg_checked = self._msg_size
+        if validator is not None and self._msg_checked < self._msg.size:
+            validator.feed(self._msg.join()[self._msg_checked:])
+            self._msg_checked = self._msg.size
 
     def _finish_message(self) -> None:
         # No compressed bytes at all is an empty message; feeding the tail alone would
         # leave the inflater inside a stored block and corrupt the next message.
         if self._msg_compressed and self._msg_wire:
             tail = self._deflate.end_message(  # type: ignore[union-attr]
-                self.max_message_size - self._msg_size)
+                self.max_message_size - self._msg.size)
             if tail:
                 self._msg_compressed = False  # the tail is already inflated
                 self._add_chunk(tail)
-        data = self._message_bytes()
+        data = self._msg.join()
         if self._validator is not None:
             try:
                 text = data.decode("utf-8")  # checks whatever was not checked yet
@@ -540,10 +527,8 @@ class Connection:
         else:
             self._events.append(BytesMessage(data))
         self._msg_opcode = 0
-        self._msg_size = 0
         self._msg_wire = 0
-        self._msg_parts = []
-        self._msg_raw = None
+        self._msg.clear()
         self._msg_checked = 0
         self._validator = None
 
