@@ -1,0 +1,442 @@
+"""The HTTP/1.1 connection: httptools parses, this enforces limits and strict framing,
+runs request cycles in order, and hands WebSocket upgrades to websocket.py.
+
+Per connection (``_phase``)::
+
+    IDLE ──first byte──▶ HEAD ──head complete──▶ APP ──response done──▶ IDLE
+      │                   ├──bad input / limit / timeout──▶ error response ─▶ CLOSED
+      └──keep-alive       └──WebSocket upgrade──▶ WEBSOCKET (websocket.py takes over)
+         timeout ─▶ CLOSED
+
+Pipelined requests are parsed while an earlier one is in APP; their heads and bodies are
+queued (``_pipeline``) and answered in order.
+
+Bad input never reaches the app: it is answered with its status (400, 408, 413, 414,
+431, 503) and ``Connection: close``, and nothing after it is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+
+from ..protocol import Headers
+from ..protocol.handshake import is_upgrade_request
+from .cycle import RequestCycle, simple_response
+from .state import ServerState, logger
+
+__all__ = ["HttpProtocol"]
+
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
+class _Phase(enum.Enum):
+    IDLE = "idle"  # between requests (keep-alive)
+    HEAD = "head"  # a request head is arriving and no request is being served
+    APP = "app"  # a request is being served (later ones may be arriving)
+    WEBSOCKET = "websocket"
+    CLOSED = "closed"  # closed, or closing after an error response
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback: answer ``status`` and close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection of the built-in server."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.config = state.config
+        self.loop = state.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.scheme = "http"
+        self._phase = _Phase.IDLE
+        self._timer: asyncio.TimerHandle | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0  # bytes of header fields in the head being parsed
+        self._head_bytes = 0  # raw bytes received while that head is incomplete
+        self._in_head = False  # a request head has started and is not complete yet
+        self._head_timer = False  # the running timer is a head deadline
+        self._cycle: RequestCycle | None = None  # the request being served
+        self._parsing: RequestCycle | None = None  # the request whose body is arriving
+        self._pending_upgrade: tuple[str, str, dict[str, Any]] | None = None
+        self._pipeline: deque[RequestCycle | _Reject] = deque()
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._over_limit = False
+        self._body_size = 0
+        self.websocket: Any = None  # WebSocketSession once upgraded
+
+    # --------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(self.config.write_high_water,
+                                          self.config.write_low_water)
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.state.connections.add(self)
+        if len(self.state.connections) > self.config.max_connections:
+            self._over_limit = True  # answered with 503 once its request head is read
+        self._set_timer(self.config.head_timeout, self._head_timed_out)
+        self._head_timer = True  # the first head's deadline runs from accept
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self._phase = _Phase.CLOSED
+        self._cancel_timer()
+        if self.websocket is not None:
+            self.websocket.connection_lost()
+        if self._cycle is not None:
+            self._cycle.disconnect()
+        for item in self._pipeline:
+            if isinstance(item, RequestCycle):
+                item.disconnect()
+        self._pipeline.clear()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.websocket is not None:
+            self.websocket.data_received(data)
+            return
+        if self._phase is _Phase.CLOSED:
+            return
+        if self._phase is _Phase.IDLE:
+            self._phase = _Phase.HEAD
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:])
+            return
+        except _Reject as exc:
+            self._reject(exc)
+            return
+        except httptools.HttpParserError as exc:
+            context = exc.__context__
+            self._reject(context if isinstance(context, _Reject)
+                         else _Reject(400, "malformed HTTP request"))
+            return
+        if self._in_head:
+            # httptools buffers a header until it is complete: bound what is still
+            # arriving ourselves, so a head sent one byte at a time cannot grow forever.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.config.max_head_size:
+                self._reject(_Reject(414 if not self._headers and self._head_bytes
+                                     > self.config.max_request_line else 431,
+                                     "request head too large"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._head_bytes = 0
+        self._body_size = 0
+        self._in_head = True
+        if not self._head_timer:  # a later request: its head deadline runs from now
+            self._set_timer(self.config.head_timeout, self._head_timed_out)
+            self._head_timer = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.config.max_request_line:
+            raise _Reject(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        config = self.config
+        self._head_size += len(name) + len(value) + 4
+        if len(self._headers) >= config.max_headers:
+            raise _Reject(431, "too many header fields")
+        if len(name) + len(value) > config.max_header_size:
+            raise _Reject(431, "header field too large")
+        if self._head_size > config.max_head_size:
+            raise _Reject(431, "request head too large")
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            raise _Reject(400, "control character in a header value")
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._cancel_timer()
+        self._in_head = False
+        parser = self.parser
+        method = parser.get_method().decode("ascii")
+        version = parser.get_http_version()
+        headers = self._headers
+        self._check_framing(version, headers)
+        scope = self._scope("http", method, version)
+        if self._over_limit or self.state.shutting_down:
+            raise _Reject(503, "server busy")
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
+        if parser.should_upgrade() and self._is_websocket(method):
+            self._pending_upgrade = (method, version, scope)
+            return
+        cycle = RequestCycle(self, scope, keep_alive=keep_alive, expect_100=expect_100)
+        self._parsing = cycle
+        if self._cycle is None:
+            self._start_cycle(cycle)
+        else:
+            self._pipeline.append(cycle)
+            if len(self._pipeline) >= self.config.max_pipelined:
+                self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        limit = self.config.max_body_size
+        self._body_size += len(body)
+        if limit is not None and self._body_size > limit:
+            raise _Reject(413, "request body too large")
+        cycle = self._parsing
+        if cycle is not None:
+            cycle.feed_body(body)
+            if cycle.buffered() > self.config.write_high_water:
+                self.pause_reading()  # the app is behind: stop reading until it catches up
+
+    def on_message_complete(self) -> None:
+        if self._parsing is not None:
+            self._parsing.body_complete()
+            self._parsing = None
+
+    # ------------------------------------------------------------------ request checks
+
+    def _check_framing(self, version: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """RFC 9112 §6.3 and §3.2: refuse ambiguous framing (request smuggling)."""
+        hosts = lengths = encodings = 0
+        for name, value in headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                lengths += 1
+                if not value.isdigit():
+                    raise _Reject(400, "invalid Content-Length")
+                limit = self.config.max_body_size
+                if limit is not None and int(value) > limit:
+                    raise _Reject(413, "request body too large")
+            elif name == b"transfer-encoding":
+                encodings += 1
+                if value.lower() != b"chunked":
+                    raise _Reject(400, "unsupported Transfer-Encoding")
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise _Reject(400, "exactly one Host header is required")
+        if lengths > 1 or encodings > 1 or (lengths and encodings):
+            raise _Reject(400, "ambiguous message framing")
+
+    def _is_websocket(self, method: str) -> bool:
+        return self.config.ws and is_upgrade_request(Headers(
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in self._headers))
+
+    def _scope(self, kind: str, method: str, version: str) -> dict[str, Any]:
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Reject(400, "invalid request target") from None
+        raw_path = url.path or b"/"
+        if self._url != b"*" and not raw_path.startswith(b"/"):
+            raise _Reject(400, "invalid request target")
+        scheme = self.scheme if kind == "http" else ("wss" if self.scheme == "https" else "ws")
+        scope: dict[str, Any] = {
+            "type": kind, "asgi": _ASGI, "http_version": version, "method": method,
+            "scheme": scheme, "path": unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path, "query_string": url.query or b"",
+            "root_path": self.config.root_path, "headers": self._headers,
+            "client": self.client, "server": self.server,
+            "state": dict(self.state.lifespan_state),
+        }
+        return scope
+
+    # ---------------------------------------------------------------- request cycles
+
+    def _start_cycle(self, cycle: RequestCycle) -> None:
+        self._cycle = cycle
+        self._phase = _Phase.APP
+        self.state.spawn(cycle.run(self.state.app))
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """Called by the cycle once its response is written."""
+        if cycle is not self._cycle or self.transport is None:
+            return
+        self._cycle = None
+        if not cycle.keep_alive or self.state.shutting_down:
+            self._close()
+            return
+        if not cycle.request_complete:
+            # The app answered before reading the whole body: we cannot find the next
+            # request in the stream without reading it, so close (as most servers do).
+            self._close()
+            return
+        if self._pipeline:
+            item = self._pipeline.popleft()
+            if isinstance(item, _Reject):
+                self._reject(item)
+            else:
+                self._start_cycle(item)
+            self.resume_reading()
+            return
+        self._phase = _Phase.HEAD if self._in_head else _Phase.IDLE
+        if not self._in_head:
+            self._set_timer(self.config.keepalive_timeout, self._close)
+            self._head_timer = False
+        self.resume_reading()
+
+    def abort_response(self) -> None:
+        """The response cannot be completed: the only honest signal is closing."""
+        self._cycle = None
+        if self.transport is not None:
+            self.transport.close()
+        self._phase = _Phase.CLOSED
+
+    def body_consumed(self) -> None:
+        self.resume_reading()
+
+    # ---------------------------------------------------------------------- websocket
+
+    def _upgrade(self, rest: bytes) -> None:
+        from .websocket import WebSocketSession  # noqa: PLC0415 - import cycle
+
+        pending = self._pending_upgrade
+        if pending is None:
+            # An upgrade we do not serve (another protocol, or WebSockets are off): serve
+            # the request as plain HTTP, then close, since the stream after it is opaque.
+            self._serve_plain_after_upgrade()
+            return
+        method, version, scope = pending
+        self._pending_upgrade = None
+        self._phase = _Phase.WEBSOCKET
+        self.websocket = WebSocketSession(self, method, version, scope, rest)
+
+    def _serve_plain_after_upgrade(self) -> None:
+        method = self.parser.get_method().decode("ascii")
+        scope = self._scope("http", method, self.parser.get_http_version())
+        cycle = RequestCycle(self, scope, keep_alive=False, expect_100=False)
+        cycle.body_complete()
+        self.pause_reading()
+        if self._cycle is None:
+            self._start_cycle(cycle)
+        else:
+            self._pipeline.append(cycle)
+
+    # ---------------------------------------------------------------------- errors
+
+    def _reject(self, exc: _Reject) -> None:
+        """Answer bad input with its status and close; nothing after it is parsed."""
+        if self._phase is _Phase.CLOSED or self.transport is None:
+            return
+        logger.info("%s: %d %s", _peer(self.client), exc.status, exc)
+        self._cancel_timer()
+        self.pause_reading()
+        if self._cycle is not None:
+            self._pipeline.append(exc)  # answered in order, after the current response
+            self._phase = _Phase.APP
+            return
+        headers = [(b"retry-after", b"1")] if exc.status == 503 else []
+        self.write(simple_response(exc.status, str(exc).encode(), headers,
+                                   date=self.state.date_header()))
+        self._close()
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self._in_head:
+            self._reject(_Reject(408, "request head not received in time"))
+        elif self._cycle is None and self.websocket is None:
+            self._close()  # connected but silent
+
+    # -------------------------------------------------------------------- plumbing
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if self._write_paused and self.transport is not None \
+                and not self.transport.is_closing():
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None \
+                and len(self._pipeline) < self.config.max_pipelined \
+                and self._phase is not _Phase.CLOSED:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def resume_ws_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.transport.is_closing():
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close_transport(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        self._phase = _Phase.CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def _set_timer(self, delay: float, callback: Any) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def shutdown(self) -> None:
+        """Server shutdown: close idle connections, let requests in flight finish."""
+        if self.websocket is not None:
+            self.websocket.shutdown()
+        elif self._cycle is not None:
+            self._cycle.keep_alive = False
+        elif self._in_head:
+            self._reject(_Reject(503, "server shutting down"))
+        else:
+            self._close()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return None
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "-"

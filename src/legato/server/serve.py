@@ -1,0 +1,151 @@
+"""Running the built-in server: start, serve, and shut down gracefully.
+
+Shutdown (SIGTERM/SIGINT or :meth:`Server.request_exit`), in order: stop accepting;
+answer WebSocket handshakes in flight with 503 and close open WebSockets with 1001; let
+HTTP requests in flight finish; after ``shutdown_timeout`` abort whatever is left; run
+the app's lifespan shutdown. The process then exits with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from .config import ServerConfig
+from .http import HttpProtocol
+from .lifespan import Lifespan
+from .state import ASGIApp, ServerState, logger
+
+__all__ = ["Server", "import_app", "new_event_loop", "configure_logging"]
+
+
+def import_app(target: str) -> ASGIApp:
+    """``"package.module:attribute"`` → the object; ``ValueError``/``ImportError`` if not."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected 'module:attribute', got {target!r}")
+    module = importlib.import_module(module_name)
+    app: Any = module
+    for part in attribute.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise ImportError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return app
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed (the 'speed' extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def configure_logging(level: str = "info", access_log: bool = False) -> None:
+    root = logging.getLogger("legato")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("legato.access").setLevel(logging.INFO if access_log else logging.WARNING)
+
+
+class Server:
+    """The built-in HTTP/1.1 + WebSocket server for one ASGI 3 app."""
+
+    def __init__(self, app: ASGIApp, config: ServerConfig | None = None) -> None:
+        self.app = app
+        self.config = config or ServerConfig()
+        self.state: ServerState | None = None
+        self.sockets: list[socket.socket] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._lifespan: Lifespan | None = None
+        self._exit: asyncio.Event | None = None
+        self.started = False
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Run lifespan startup and begin accepting; ``RuntimeError`` if startup fails."""
+        loop = asyncio.get_running_loop()
+        self._exit = asyncio.Event()
+        state = self.state = ServerState(self.config, self.app, loop)
+        self._lifespan = Lifespan(self.app, self.config.lifespan)
+        if not await self._lifespan.startup():
+            raise RuntimeError("application startup failed")
+        state.lifespan_state = self._lifespan.state
+        ssl = self.config.ssl_context()
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(state)
+
+        if sock is not None:
+            self._server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=2048)
+        else:
+            self._server = await loop.create_server(
+                factory, self.config.host, self.config.port, ssl=ssl, backlog=2048,
+                reuse_address=True)
+        self.sockets = list(self._server.sockets)
+        self.started = True
+        for s in self.sockets:
+            host, port = s.getsockname()[:2]
+            scheme = "https" if ssl else "http"
+            logger.info("legato serving on %s://%s:%d", scheme, host, port)
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
+
+    def request_exit(self) -> None:
+        if self._exit is not None:
+            self._exit.set()
+
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        """Start, serve until asked to exit (signal or :meth:`request_exit`), shut down."""
+        await self.start(sock)
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_exit)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        try:
+            assert self._exit is not None
+            await self._exit.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        state = self.state
+        if state is None or state.shutting_down:
+            return
+        logger.info("shutting down")
+        state.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(state.connections):
+            connection.shutdown()
+        deadline = state.loop.time() + self.config.shutdown_timeout
+        while state.connections and state.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(state.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for task in list(state.tasks):
+            task.cancel()
+        if state.tasks:
+            await asyncio.wait(list(state.tasks), timeout=1.0)
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,63 @@
+"""What every connection of one running server shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import ServerHandshake
+from .config import ServerConfig
+
+if TYPE_CHECKING:
+    from .http import HttpProtocol
+
+__all__ = ["ServerState", "ASGIApp", "logger", "access_logger", "escape_log"]
+
+ASGIApp = Any  # async (scope, receive, send) -> None
+
+logger = logging.getLogger("legato.server")
+access_logger = logging.getLogger("legato.access")
+
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
+
+
+def escape_log(text: str) -> str:
+    """Escape control characters so a request cannot forge or split log lines."""
+    return text.translate(_CONTROL)
+
+
+class ServerState:
+    """Configuration, the app, and the set of live connections of one server."""
+
+    def __init__(self, config: ServerConfig, app: ASGIApp,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.loop = loop
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        #: The ASGI lifespan state dict, copied into each request's scope.
+        self.lifespan_state: dict[str, Any] = {}
+        self.handshake = ServerHandshake(
+            deflate=config.ws_deflate, allowed_origins=config.ws_allowed_origins)
+        self._date = b""
+        self._date_second = -1
+
+    def date_header(self) -> bytes:
+        """``date: ...\\r\\n`` for responses, formatted once per second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._date
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        """Run a connection's app call as a task the server can wait for on shutdown."""
+        task: asyncio.Task[None] = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task

@@ -1,0 +1,125 @@
+"""Several processes on one port (``--workers N``) and restart on change (``--reload``).
+
+The supervisor binds the listening socket once and hands it to each worker process
+(spawned, so every worker imports the app afresh); the kernel spreads connections
+across them. SIGTERM/SIGINT to the supervisor stop every worker gracefully (each runs
+the server's own shutdown) and the supervisor exits 0. A worker that dies is replaced.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from .config import ServerConfig
+from .state import logger
+
+__all__ = ["bind_socket", "run_worker", "Supervisor"]
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+def bind_socket(config: ServerConfig) -> socket.socket:
+    """The listening socket all workers share."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(target: str, config: ServerConfig, sock: socket.socket | None,
+               options: dict[str, Any]) -> None:
+    """Entry point of one worker process (also used in-process when workers == 1)."""
+    from .serve import Server, configure_logging, import_app, new_event_loop  # noqa: PLC0415
+
+    configure_logging(config.log_level, config.access_log)
+    app = import_app(target)
+    if options.get("debug") and hasattr(app, "debug"):
+        app.debug = True
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(Server(app, config).serve(sock))
+    finally:
+        loop.close()
+
+
+class Supervisor:
+    """Keeps ``workers`` processes serving ``target``; restarts them on change if asked."""
+
+    def __init__(self, target: str, config: ServerConfig, *, workers: int = 1,
+                 reload: bool = False, reload_dirs: list[str] | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        self.target = target
+        self.config = config
+        self.workers = max(1, workers)
+        self.reload = reload
+        self.reload_dirs = reload_dirs or [os.getcwd()]
+        self.options = options or {}
+        self.processes: list[SpawnProcess] = []
+        self._stop = threading.Event()
+
+    def run(self) -> int:
+        sock = bind_socket(self.config)
+        logger.info("supervisor %d: %d worker(s) on %s:%d%s", os.getpid(), self.workers,
+                    self.config.host, sock.getsockname()[1], " with reload" if self.reload else "")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            for _ in range(self.workers):
+                self._spawn(sock)
+            if self.reload:
+                self._watch(sock)
+            else:
+                while not self._stop.wait(0.5):
+                    self._replace_dead(sock)
+        finally:
+            self._stop_all()
+            sock.close()
+        return 0
+
+    def _spawn(self, sock: socket.socket) -> None:
+        process = _spawn.Process(target=run_worker,
+                                 args=(self.target, self.config, sock, self.options))
+        process.start()
+        self.processes.append(process)
+
+    def _replace_dead(self, sock: socket.socket) -> None:
+        for process in list(self.processes):
+            if not process.is_alive():
+                logger.warning("worker %s exited with %s; starting another",
+                               process.pid, process.exitcode)
+                self.processes.remove(process)
+                self._spawn(sock)
+
+    def _watch(self, sock: socket.socket) -> None:
+        for changes in self._changes():
+            logger.info("reloading: %s changed", ", ".join(sorted({p for _, p in changes})[:3]))
+            self._stop_all()
+            for _ in range(self.workers):
+                self._spawn(sock)
+
+    def _changes(self) -> Iterator[set[tuple[Any, str]]]:
+        from watchfiles import PythonFilter, watch  # noqa: PLC0415 - the 'reload' extra
+
+        yield from watch(*self.reload_dirs, watch_filter=PythonFilter(),
+                         stop_event=self._stop, yield_on_timeout=False)
+
+    def _stop_all(self) -> None:
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            process.join(self.config.shutdown_timeout + 5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.processes.clear()

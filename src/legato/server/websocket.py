@@ -1,0 +1,365 @@
+"""A WebSocket connection of the built-in server: the protocol core driven by the
+transport, with keepalive, close timeout, backpressure both ways, and the ASGI
+``websocket`` scope (including the ``websocket.http.response`` denial extension).
+
+States (``phase``)::
+
+    CONNECTING ──accept──▶ OPEN ──app or peer closes──▶ CLOSING ──▶ CLOSED
+        └──close / denial response / error──▶ HTTP response ──▶ CLOSED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import HandshakeRejected
+from ..protocol import (
+    BytesMessage,
+    CloseReceived,
+    Connection,
+    ConnectionFailed,
+    ConnectionLost,
+    Headers,
+    Pong,
+    TextMessage,
+    UpgradeRequest,
+)
+from ..protocol.close import check_send_code
+from .cycle import STATUS_PHRASES, simple_response
+from .state import logger
+
+if TYPE_CHECKING:
+    from .http import HttpProtocol
+
+__all__ = ["WebSocketSession", "ClientDisconnected"]
+
+
+class ClientDisconnected(OSError):
+    """ASGI: ``send()`` on a WebSocket the client has already left."""
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class WebSocketSession:
+    """Server side of one WebSocket, from the upgrade request to the end."""
+
+    def __init__(self, http: HttpProtocol, method: str, version: str,
+                 scope: dict[str, Any], rest: bytes) -> None:
+        self.http = http
+        self.loop = http.loop
+        self.config = http.config
+        self.phase = Phase.CONNECTING
+        self.conn: Connection | None = None
+        self._rest = rest
+        self._queue: deque[dict[str, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._connect_sent = False
+        self._close_code: int | None = None  # set once the connection has ended
+        self._close_reason = ""
+        self._reading_paused = False
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._denial: list[bytes] | None = None
+        http.pause_reading()  # nothing to read until the app accepts
+        headers = Headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"])
+        try:
+            self.offer: UpgradeRequest | None = http.state.handshake.check(
+                method, version, headers)
+        except HandshakeRejected as exc:
+            # RFC 6455 §4.2.2: an invalid handshake gets its HTTP error; the bytes after it
+            # are never parsed as a request.
+            logger.info("WebSocket handshake refused: %d %s", exc.status_code, exc.reason)
+            self.offer = None
+            extra = [(n.encode(), v.encode()) for n, v in exc.headers]
+            self._finish_http(simple_response(exc.status_code, exc.reason.encode(), extra,
+                                              date=http.state.date_header()))
+            return
+        scope["type"] = "websocket"
+        scope["subprotocols"] = self.offer.subprotocols
+        scope["extensions"] = {"websocket.http.response": {}}
+        del scope["method"]
+        self.scope = scope
+        http.state.spawn(self.run(http.state.app))
+
+    # ------------------------------------------------------------------------ the app
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:  # noqa: BLE001 - the server must survive the app
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise
+            if not (isinstance(exc, (ClientDisconnected, asyncio.CancelledError))
+                    and self.phase is Phase.CLOSED):
+                logger.exception("exception in ASGI application", exc_info=exc)
+            self._app_failed()
+            return
+        if self.phase is Phase.CONNECTING:
+            if self._denial is None:
+                logger.error("ASGI application returned without accepting the WebSocket")
+            self._app_failed()
+        elif self.phase is Phase.OPEN:
+            self._send_close(1000, "")  # ASGI: returning closes the connection
+
+    def _app_failed(self) -> None:
+        if self.phase is Phase.CONNECTING:
+            self._finish_http(simple_response(500, b"Internal Server Error",
+                                              date=self.http.state.date_header()))
+        elif self.phase is Phase.OPEN:
+            self._send_close(1011, "")  # RFC 6455 §7.4.1: internal error
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._connect_sent:
+            self._connect_sent = True
+            return {"type": "websocket.connect"}
+        while not self._queue:
+            if self._close_code is not None:
+                return self._disconnect_event()
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event = self._queue.popleft()
+        if self._reading_paused and len(self._queue) <= self.config.ws_max_queue // 2:
+            self._reading_paused = False
+            self.http.resume_ws_reading()
+        return event
+
+    def _disconnect_event(self) -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": self._close_code,
+                "reason": self._close_reason}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            if self.phase is not Phase.OPEN:
+                raise ClientDisconnected("the WebSocket is closed") if self.phase in (
+                    Phase.CLOSING, Phase.CLOSED) else RuntimeError("WebSocket not accepted")
+            conn = self.conn
+            assert conn is not None
+            text = message.get("text")
+            if text is not None:
+                conn.send_text(text)
+            else:
+                data = message.get("bytes")
+                if data is None:
+                    raise ValueError("websocket.send needs 'text' or 'bytes'")
+                conn.send_bytes(data)
+            self.http.write(conn.data_to_send())
+            await self.http.drain()
+        elif kind == "websocket.accept":
+            self._accept(message)
+        elif kind == "websocket.close":
+            self._app_close(message)
+        elif kind == "websocket.http.response.start":
+            self._deny_start(message)
+        elif kind == "websocket.http.response.body":
+            self._deny_body(message)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in a websocket scope")
+
+    # -------------------------------------------------------------------- handshake
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        if self.phase is not Phase.CONNECTING or self.offer is None:
+            raise RuntimeError("websocket.accept sent twice or after close")
+        headers = [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
+                   for n, v in message.get("headers", ())]
+        accepted = self.http.state.handshake.accept(
+            self.offer, subprotocol=message.get("subprotocol"), headers=headers)
+        self.conn = accepted.connection(max_message_size=self.config.ws_max_message_size)
+        self.phase = Phase.OPEN
+        self.http.write(accepted.response())
+        self._schedule_ping()
+        rest, self._rest = self._rest, b""
+        if rest:
+            self.data_received(rest)
+        self.http.resume_ws_reading()
+
+    def _app_close(self, message: dict[str, Any]) -> None:
+        code = int(message.get("code", 1000))
+        reason = message.get("reason") or ""
+        if self.phase is Phase.CONNECTING:
+            # ASGI: closing before accepting refuses the handshake with 403.
+            self._finish_http(simple_response(403, b"Forbidden",
+                                              date=self.http.state.date_header()))
+        elif self.phase is Phase.OPEN:
+            check_send_code(code, reason)
+            self._send_close(code, reason)
+
+    def _deny_start(self, message: dict[str, Any]) -> None:
+        if self.phase is not Phase.CONNECTING or self._denial is not None:
+            raise RuntimeError("websocket.http.response.start only before accept, once")
+        status = int(message["status"])
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, STATUS_PHRASES.get(status, b"Unknown"))]
+        for name, value in message.get("headers", ()):
+            name, value = bytes(name), bytes(value)
+            if b"\r" in value or b"\n" in value or b"\x00" in value or b":" in name:
+                raise ValueError(f"invalid response header {name!r}")
+            if name.lower() not in (b"content-length", b"connection", b"transfer-encoding"):
+                lines.append(name + b": " + value + b"\r\n")
+        self._denial = lines
+        self._denial_body: list[bytes] = []
+
+    def _deny_body(self, message: dict[str, Any]) -> None:
+        if self._denial is None:
+            raise RuntimeError("websocket.http.response.body before its start")
+        self._denial_body.append(bytes(message.get("body", b"")))
+        if not message.get("more_body", False):
+            body = b"".join(self._denial_body)
+            head = b"".join(self._denial) + self.http.state.date_header() + \
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            self._finish_http(head + body)
+
+    def _finish_http(self, response: bytes) -> None:
+        """Answer the upgrade request with a plain HTTP response and close."""
+        self.phase = Phase.CLOSED
+        self._close_code = 1006
+        self.http.write(response)
+        self.http.close_transport()
+        self._wake()
+
+    # ------------------------------------------------------------------ transport side
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            self._rest += data  # pipelined before accept: kept for the engine
+            return
+        conn.receive_data(data)
+        self._process()
+
+    def _process(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        queue = self._queue
+        for event in conn.events_received():
+            if isinstance(event, TextMessage):
+                queue.append({"type": "websocket.receive", "text": event.data})
+            elif isinstance(event, BytesMessage):
+                queue.append({"type": "websocket.receive", "bytes": event.data})
+            elif isinstance(event, Pong):
+                if event.payload == self._ping_payload:
+                    self._pong_received()
+            elif isinstance(event, (CloseReceived, ConnectionFailed)):
+                self._ended(event.code, event.reason)
+            elif isinstance(event, ConnectionLost):
+                self._ended(1006, "")
+        out = conn.data_to_send()
+        if out:
+            self.http.write(out)
+        if conn.close_transport():
+            self.http.close_transport()
+        if len(queue) >= self.config.ws_max_queue and not self._reading_paused:
+            self._reading_paused = True  # the app is behind: TCP backpressure to the peer
+            self.http.pause_reading()
+        self._wake()
+
+    def _ended(self, code: int, reason: str) -> None:
+        if self._close_code is None:
+            self._close_code = code
+            self._close_reason = reason
+        self.phase = Phase.CLOSED
+        self._cancel_timers()
+
+    def connection_lost(self) -> None:
+        if self.conn is not None:
+            self.conn.receive_eof()
+            for event in self.conn.events_received():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    self._queue.append({"type": "websocket.receive",
+                                        "text" if isinstance(event, TextMessage) else "bytes":
+                                        event.data})
+        self._ended(1006 if self._close_code is None else self._close_code, self._close_reason)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------ closing & pings
+
+    def _send_close(self, code: int, reason: str) -> None:
+        conn = self.conn
+        if conn is None or self.phase is not Phase.OPEN:
+            return
+        conn.send_close(code, reason)
+        self.phase = Phase.CLOSING
+        self.http.write(conn.data_to_send())
+        self._cancel_ping()
+        self._close_timer = self.loop.call_later(self.config.ws_close_timeout,
+                                                 self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        self.http.close_transport()
+
+    def shutdown(self) -> None:
+        """Server shutdown: 1001 to open connections, 503 to handshakes in flight."""
+        if self.phase is Phase.CONNECTING:
+            self._finish_http(simple_response(503, b"server shutting down",
+                                              [(b"retry-after", b"1")],
+                                              date=self.http.state.date_header()))
+        else:
+            self._send_close(1001, "server shutting down")
+
+    def _schedule_ping(self) -> None:
+        interval = self.config.ws_ping_interval
+        if interval:
+            self._ping_timer = self.loop.call_later(interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self._ping_timer = None
+        conn = self.conn
+        if conn is None or self.phase is not Phase.OPEN:
+            return
+        self._ping_payload = os.urandom(4)
+        conn.send_ping(self._ping_payload)
+        self.http.write(conn.data_to_send())
+        timeout = self.config.ws_ping_timeout
+        if timeout:
+            self._pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
+
+    def _pong_received(self) -> None:
+        self._ping_payload = None
+        if self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+            self._schedule_ping()
+
+    def _pong_timed_out(self) -> None:
+        """The peer is gone or stuck: drop it (RFC 6455 §7.1.7 with 1011)."""
+        self._pong_timer = None
+        logger.info("WebSocket keepalive ping timed out; closing")
+        if self.conn is not None and self.phase is Phase.OPEN:
+            self.conn.send_close(1011, "keepalive ping timeout")
+            self.http.write(self.conn.data_to_send())
+        self._ended(1006, "")
+        self.http.close_transport()
+        self._wake()
+
+    def _cancel_ping(self) -> None:
+        for name in ("_ping_timer", "_pong_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    def _cancel_timers(self) -> None:
+        self._cancel_ping()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
