@@ -115,7 +115,7 @@ class Server:
             try:
                 loop.add_signal_handler(sig, self.request_exit)
                 installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
         try:
             assert self._exit is not None
