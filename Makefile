@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench lint clean
+.PHONY: run test install system-deps bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,15 @@ $(STAMP): $(PY) pyproject.toml setup.py src/legato/protocol/_speedups.c
 
 install: $(STAMP)
 
+system-deps:
+	bash tools/system-deps.sh
+
 run: install
 	$(PY) examples/echo_core.py --host 127.0.0.1 --port 8000
 
 # The whole suite, then the protocol tests again on the pure-Python fallback
 # (no C speed-ups), because users without a compiler get that one.
-test: install
+test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/protocol
 

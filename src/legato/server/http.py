@@ -196,13 +196,19 @@ class HttpProtocol(asyncio.Protocol):
         scope = self._scope("http", method, version)
         if self._over_limit or self.state.shutting_down:
             raise _Reject(503, "server busy")
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
-        if parser.should_upgrade() and self._is_websocket(method):
+        upgrade = parser.should_upgrade()
+        if upgrade and self._is_websocket(method):
             self._pending_upgrade = (method, version, scope)
             return
+        keep_alive = parser.should_keep_alive() and not upgrade
+        expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
         cycle = RequestCycle(self, scope, keep_alive=keep_alive, expect_100=expect_100)
-        self._parsing = cycle
+        if upgrade:
+            # An upgrade we do not serve (another protocol, or WebSockets are off): served
+            # as plain HTTP, then closed, since httptools stops parsing the stream here.
+            cycle.body_complete()
+        else:
+            self._parsing = cycle
         if self._cycle is None:
             self._start_cycle(cycle)
         else:
@@ -324,25 +330,12 @@ class HttpProtocol(asyncio.Protocol):
 
         pending = self._pending_upgrade
         if pending is None:
-            # An upgrade we do not serve (another protocol, or WebSockets are off): serve
-            # the request as plain HTTP, then close, since the stream after it is opaque.
-            self._serve_plain_after_upgrade()
+            self.pause_reading()  # a plain request with Upgrade: the stream after is opaque
             return
         method, version, scope = pending
         self._pending_upgrade = None
         self._phase = _Phase.WEBSOCKET
         self.websocket = WebSocketSession(self, method, version, scope, rest)
-
-    def _serve_plain_after_upgrade(self) -> None:
-        method = self.parser.get_method().decode("ascii")
-        scope = self._scope("http", method, self.parser.get_http_version())
-        cycle = RequestCycle(self, scope, keep_alive=False, expect_100=False)
-        cycle.body_complete()
-        self.pause_reading()
-        if self._cycle is None:
-            self._start_cycle(cycle)
-        else:
-            self._pipeline.append(cycle)
 
     # ---------------------------------------------------------------------- errors
 
