@@ -17,7 +17,7 @@ from .state import access_logger, escape_log, logger
 if TYPE_CHECKING:
     from .http import HttpProtocol
 
-__all__ = ["RequestCycle", "STATUS_PHRASES", "simple_response"]
+__all__ = ["RequestCycle", "STATUS_PHRASES", "check_header", "simple_response"]
 
 STATUS_PHRASES: dict[int, bytes] = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
@@ -36,6 +36,13 @@ STATUS_PHRASES: dict[int, bytes] = {
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+
+def check_header(name: bytes, value: bytes) -> None:
+    """Refuse a response header that could split the response (CR, LF, NUL) or is not a
+    valid field name: data must never be able to inject headers."""
+    if _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value):
+        raise ValueError(f"invalid response header {name!r}")
 
 
 def simple_response(status: int, body: bytes, headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
@@ -171,9 +178,7 @@ class RequestCycle:
         for name, value in message.get("headers", ()):
             name = bytes(name)
             value = bytes(value)
-            # Never emit CR, LF or NUL in a header: that would let data inject a response.
-            if _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value):
-                raise ValueError(f"invalid response header {name!r}")
+            check_header(name, value)
             lower = name.lower()
             if lower == b"content-length":
                 self._expected_length = int(value)
@@ -204,6 +209,10 @@ class RequestCycle:
                     head += b"transfer-encoding: chunked\r\n"
                 else:
                     head += b"content-length: %d\r\n" % len(body)
+            if self._more_body:
+                # The app answers before the whole request body arrived: the connection
+                # will close after this response, so say so (RFC 9112 §9.6).
+                self.keep_alive = False
             if not self.keep_alive:
                 head += b"connection: close\r\n"
             out.append(head + b"\r\n")
@@ -254,6 +263,8 @@ class RequestCycle:
             if isinstance(exc, asyncio.CancelledError) and self.disconnected:
                 return
             logger.exception("exception in ASGI application", exc_info=exc)
+            if self._pending_head is not None:  # started, but nothing written yet
+                self.response_started = False
             if not self.response_started and not self.disconnected:
                 self._internal_error()
             elif not self.response_complete:

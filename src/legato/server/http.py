@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from collections import deque
 from typing import Any, cast
 from urllib.parse import unquote
@@ -33,6 +34,8 @@ from .state import ServerState, logger
 __all__ = ["HttpProtocol"]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
+# RFC 9112 §3.2 / RFC 3986 §3.2.2: uri-host [":" port]; empty is allowed.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
 
 class _Phase(enum.Enum):
@@ -137,13 +140,15 @@ class HttpProtocol(asyncio.Protocol):
                          else _Reject(400, "malformed HTTP request"))
             return
         if self._in_head:
-            # httptools buffers a header until it is complete: bound what is still
+            # httptools buffers a header line until it is complete: bound what is still
             # arriving ourselves, so a head sent one byte at a time cannot grow forever.
+            config = self.config
             self._head_bytes += len(data)
-            if self._head_bytes > self.config.max_head_size:
-                self._reject(_Reject(414 if not self._headers and self._head_bytes
-                                     > self.config.max_request_line else 431,
-                                     "request head too large"))
+            line = len(self._url) + 12 + self._head_size  # complete lines so far (about)
+            if self._head_bytes > config.max_head_size:
+                self._reject(_Reject(431, "request head too large"))
+            elif self._head_bytes - line > config.max_header_size + 64:
+                self._reject(_Reject(431, "header field too large"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -169,7 +174,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.config.max_request_line:
+        # The limit covers the whole line: method, SP, target, SP, HTTP/x.y (not CRLF).
+        if len(self._url) + len(self.parser.get_method()) + 10 > self.config.max_request_line:
             raise _Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -238,8 +244,11 @@ class HttpProtocol(asyncio.Protocol):
         """RFC 9112 §6.3 and §3.2: refuse ambiguous framing (request smuggling)."""
         hosts = lengths = encodings = 0
         for name, value in headers:
+            value = value.strip(b" \t")  # RFC 9110 §5.5: OWS is not part of the value
             if name == b"host":
                 hosts += 1
+                if _HOST.fullmatch(value) is None:  # RFC 9112 §3.2: invalid Host → 400
+                    raise _Reject(400, "invalid Host header")
             elif name == b"content-length":
                 lengths += 1
                 if not value.isdigit():
@@ -251,6 +260,8 @@ class HttpProtocol(asyncio.Protocol):
                 encodings += 1
                 if value.lower() != b"chunked":
                     raise _Reject(400, "unsupported Transfer-Encoding")
+                if version == "1.0":  # RFC 9112 §6.1: faulty framing in HTTP/1.0
+                    raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Reject(400, "exactly one Host header is required")
         if lengths > 1 or encodings > 1 or (lengths and encodings):
@@ -346,7 +357,17 @@ class HttpProtocol(asyncio.Protocol):
         logger.info("%s: %d %s", _peer(self.client), exc.status, exc)
         self._cancel_timer()
         self.pause_reading()
-        if self._cycle is not None:
+        cycle = self._cycle
+        if cycle is not None and cycle is self._parsing:
+            # The request being served is the bad one (its body broke a rule): the app
+            # learns of it as a disconnect, and the client gets the error if it can.
+            self._parsing = None
+            self._cycle = None
+            cycle.disconnect()
+            if cycle.response_started:
+                self._close()
+                return
+        elif cycle is not None:
             self._pipeline.append(exc)  # answered in order, after the current response
             self._phase = _Phase.APP
             return

@@ -29,7 +29,7 @@ from ..protocol import (
     UpgradeRequest,
 )
 from ..protocol.close import check_send_code
-from .cycle import STATUS_PHRASES, simple_response
+from .cycle import STATUS_PHRASES, check_header, simple_response
 from .state import logger
 
 if TYPE_CHECKING:
@@ -179,9 +179,10 @@ class WebSocketSession:
                    for n, v in message.get("headers", ())]
         accepted = self.http.state.handshake.accept(
             self.offer, subprotocol=message.get("subprotocol"), headers=headers)
+        response = accepted.response()  # raises for invalid headers: still CONNECTING
         self.conn = accepted.connection(max_message_size=self.config.ws_max_message_size)
         self.phase = Phase.OPEN
-        self.http.write(accepted.response())
+        self.http.write(response)
         self._schedule_ping()
         rest, self._rest = self._rest, b""
         if rest:
@@ -206,8 +207,7 @@ class WebSocketSession:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, STATUS_PHRASES.get(status, b"Unknown"))]
         for name, value in message.get("headers", ()):
             name, value = bytes(name), bytes(value)
-            if b"\r" in value or b"\n" in value or b"\x00" in value or b":" in name:
-                raise ValueError(f"invalid response header {name!r}")
+            check_header(name, value)
             if name.lower() not in (b"content-length", b"connection", b"transfer-encoding"):
                 lines.append(name + b": " + value + b"\r\n")
         self._denial = lines
