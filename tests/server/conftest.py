@@ -4,11 +4,17 @@ background thread with its own event loop (asyncio or uvloop), plus small ASGI a
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +166,172 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> bytes:
     except (TimeoutError, ConnectionResetError):
         pass
     return b"".join(chunks)
+
+
+# ------------------------------------------------------------ raw WebSocket helpers
+# A hand-driven client for what libraries will not do on purpose: never answer a ping,
+# never answer a Close, hold a handshake open. Frames are built and parsed here from
+# RFC 6455 §5.2 directly, not with legato's own protocol code.
+
+
+def open_raw_websocket(port: int, path: str = "/", headers: tuple[tuple[str, str], ...] = (),
+                       timeout: float = 5.0) -> tuple[socket.socket, bytes, bytes]:
+    """Complete a WebSocket handshake over a plain socket (no extensions offered).
+
+    Returns the socket, the response head, and any bytes that came after the head.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13", *(f"{n}: {v}" for n, v in headers)]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head, rest
+
+
+def client_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """One masked client frame (RFC 6455 §5.2, §5.3: clients MUST mask)."""
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        header = bytes([first, 0x80 | size])
+    elif size < 1 << 16:
+        header = bytes([first, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([first, 0x80 | 127]) + size.to_bytes(8, "big")
+    key = os.urandom(4)
+    stream = (key * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(size, "big")
+    return header + key + masked
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bool, bytes]]:
+    """Complete unmasked server frames in ``data`` as (opcode, fin, payload)."""
+    frames = []
+    pos = 0
+    while pos + 2 <= len(data):
+        first, second = data[pos], data[pos + 1]
+        size, pos2 = second & 0x7F, pos + 2
+        if size == 126:
+            size, pos2 = int.from_bytes(data[pos2:pos2 + 2], "big"), pos2 + 2
+        elif size == 127:
+            size, pos2 = int.from_bytes(data[pos2:pos2 + 8], "big"), pos2 + 8
+        if pos2 + size > len(data):
+            break
+        frames.append((first & 0x0F, bool(first & 0x80), data[pos2:pos2 + size]))
+        pos = pos2 + size
+    return frames
+
+
+def close_code_of(payload: bytes) -> int | None:
+    """The status code of a Close frame payload (RFC 6455 §5.5.1), None if it has none."""
+    return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+
+
+# ------------------------------------------------------- `legato run` as a subprocess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live children of ``pid`` (read from /proc, so no extra dependency)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.append(int(entry))
+    return children
+
+
+@dataclass
+class LegatoProcess:
+    """A ``python -m legato run ...`` subprocess and where to reach it."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM to the process (by its PID), then its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@contextmanager
+def legato_run(cwd: Path, target: str, *options: str, scheme: str = "http",
+               ready_timeout: float = 20.0) -> Iterator[LegatoProcess]:
+    """Run ``python -m legato run target --port P *options`` in ``cwd`` until it accepts
+    connections; on the way out stop it and every process it started, by PID."""
+    port = free_port()
+    log_path = cwd / f"legato-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "legato", "run", target, "--port", str(port), *options],
+            cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    running = LegatoProcess(proc, port, log_path, scheme)
+    descendants: set[int] = set()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not port_is_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"legato did not start:\n{running.output()}")
+            time.sleep(0.05)
+        descendants.update(child_pids(proc.pid))
+        yield running
+    finally:
+        descendants.update(child_pids(proc.pid))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in descendants:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -2,8 +2,8 @@
 
 Shutdown (SIGTERM/SIGINT or :meth:`Server.request_exit`), in order: stop accepting;
 answer WebSocket handshakes in flight with 503 and close open WebSockets with 1001; let
-HTTP requests in flight finish; after ``shutdown_timeout`` abort whatever is left; run
-the app's lifespan shutdown. The process then exits with status 0.
+HTTP requests in flight finish; after ``shutdown_timeout`` (or at a second signal) abort
+whatever is left; run the app's lifespan shutdown. The process then exits with status 0.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._lifespan: Lifespan | None = None
         self._exit: asyncio.Event | None = None
+        self._force = False
         self.started = False
 
     async def start(self, sock: socket.socket | None = None) -> None:
@@ -103,7 +104,10 @@ class Server:
         return int(self.sockets[0].getsockname()[1])
 
     def request_exit(self) -> None:
+        """Begin a graceful shutdown; asked again during one, stop waiting for clients."""
         if self._exit is not None:
+            if self._exit.is_set():
+                self._force = True
             self._exit.set()
 
     async def serve(self, sock: socket.socket | None = None) -> None:
@@ -120,6 +124,7 @@ class Server:
         try:
             assert self._exit is not None
             await self._exit.wait()
+            await self.shutdown()  # a second signal meanwhile cuts the waiting short
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -136,7 +141,7 @@ class Server:
         for connection in list(state.connections):
             connection.shutdown()
         deadline = state.loop.time() + self.config.shutdown_timeout
-        while state.connections and state.loop.time() < deadline:
+        while state.connections and state.loop.time() < deadline and not self._force:
             await asyncio.sleep(0.02)
         for connection in list(state.connections):
             if connection.transport is not None:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -66,8 +67,16 @@ class Supervisor:
         self.options = options or {}
         self.processes: list[SpawnProcess] = []
         self._stop = threading.Event()
+        self._deaths: list[float] = []
 
     def run(self) -> int:
+        from .serve import import_app  # noqa: PLC0415
+
+        try:
+            import_app(self.target)  # fail here, once, rather than in a worker crash loop
+        except (ImportError, ValueError) as exc:
+            logger.error("cannot load %r: %s", self.target, exc)
+            return 2
         sock = bind_socket(self.config)
         logger.info("supervisor %d: %d worker(s) on %s:%d%s", os.getpid(), self.workers,
                     self.config.host, sock.getsockname()[1], " with reload" if self.reload else "")
@@ -80,7 +89,8 @@ class Supervisor:
                 self._watch(sock)
             else:
                 while not self._stop.wait(0.5):
-                    self._replace_dead(sock)
+                    if not self._replace_dead(sock):
+                        return 1
         finally:
             self._stop_all()
             sock.close()
@@ -92,13 +102,19 @@ class Supervisor:
         process.start()
         self.processes.append(process)
 
-    def _replace_dead(self, sock: socket.socket) -> None:
+    def _replace_dead(self, sock: socket.socket) -> bool:
+        """Replace dead workers; False when they keep dying (a crash loop: give up)."""
         for process in list(self.processes):
             if not process.is_alive():
                 logger.warning("worker %s exited with %s; starting another",
                                process.pid, process.exitcode)
                 self.processes.remove(process)
+                self._deaths.append(time.monotonic())
+                if len(self._deaths) >= 5 and self._deaths[-1] - self._deaths[-5] < 10:
+                    logger.error("workers keep dying; stopping")
+                    return False
                 self._spawn(sock)
+        return True
 
     def _watch(self, sock: socket.socket) -> None:
         for changes in self._changes():

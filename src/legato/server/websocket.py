@@ -86,6 +86,7 @@ class WebSocketSession:
                                               date=http.state.date_header()))
             return
         scope["type"] = "websocket"
+        scope["scheme"] = "wss" if http.scheme == "https" else "ws"
         scope["subprotocols"] = self.offer.subprotocols
         scope["extensions"] = {"websocket.http.response": {}}
         del scope["method"]
