@@ -223,6 +223,33 @@ class Connection:
         else:
             self._send_data(_OP_BINARY, bytes(data), fin)
 
+    def send_prepared(self, frame: bytes) -> bytes:
+        """Send a whole message already encoded by :func:`frames.encode_server_frame`;
+        return the bytes to write now.
+
+        This is how a broadcast encodes once for every subscriber: server frames are
+        unmasked (RFC 6455 §5.1), so the same bytes serve every connection. Server role
+        only, between messages; an uncompressed message is valid on any connection, even
+        one that negotiated permessage-deflate (RFC 7692 §6: RSV1 is per message).
+        Unlike the other ``send_*`` methods the bytes are returned, not queued (anything
+        queued before comes first), because this is the per-subscriber hot path.
+        """
+        if self._client:
+            raise LocalProtocolError("clients must mask: prepared frames are server-only")
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
+        if self._sending_fragmented:
+            raise LocalProtocolError("finish the fragmented message first (fin=True)")
+        if self._out:
+            self._out.append(frame)
+            return self.data_to_send()
+        return frame
+
+    @property
+    def compresses(self) -> bool:
+        """True when messages sent on this connection may be compressed."""
+        return self._deflate is not None
+
     def send_continuation(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
         """Send the next fragment of a message started with ``fin=False``."""
         self._send_data(_OP_CONT, bytes(data), fin)

@@ -57,6 +57,14 @@ class _Reject(Exception):
 class HttpProtocol(asyncio.Protocol):
     """One client connection of the built-in server."""
 
+    __slots__ = (
+        "state", "config", "loop", "transport", "parser", "client", "server", "scheme",
+        "_phase", "_timer", "_url", "_headers", "_head_size", "_head_bytes", "_in_head",
+        "_head_timer", "_cycle", "_parsing", "_pending_upgrade", "_pipeline",
+        "_reading_paused", "write_paused", "_drain_waiter", "_over_limit", "_body_size",
+        "websocket",
+    )
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.config = state.config
@@ -79,7 +87,7 @@ class HttpProtocol(asyncio.Protocol):
         self._pending_upgrade: tuple[str, str, dict[str, Any]] | None = None
         self._pipeline: deque[RequestCycle | _Reject] = deque()
         self._reading_paused = False
-        self._write_paused = False
+        self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._over_limit = False
         self._body_size = 0
@@ -151,10 +159,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(_Reject(431, "header field too large"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -386,12 +394,13 @@ class HttpProtocol(asyncio.Protocol):
     # -------------------------------------------------------------------- plumbing
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
-        if self._write_paused and self.transport is not None \
+        if self.write_paused and self.transport is not None \
                 and not self.transport.is_closing():
             self._drain_waiter = self.loop.create_future()
             try:

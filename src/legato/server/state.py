@@ -8,7 +8,7 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import ServerHandshake
+from ..protocol import ServerHandshake, encode_server_frame
 from .config import ServerConfig
 
 if TYPE_CHECKING:
@@ -46,6 +46,23 @@ class ServerState:
             deflate=config.ws_deflate, allowed_origins=config.ws_allowed_origins)
         self._date = b""
         self._date_second = -1
+        # The last message encoded as a frame, by identity: an app that loops over its
+        # connections sending the same str/bytes object encodes it once (RFC 6455 §5.1:
+        # server frames are unmasked, so the same bytes serve every connection).
+        self._last_message: str | bytes | None = None
+        self._last_frame = b""
+
+    def frame_for(self, message: str | bytes) -> bytes:
+        """The unmasked frame carrying ``message``, reused while the same object repeats."""
+        if message is self._last_message:
+            return self._last_frame
+        if isinstance(message, str):
+            frame = encode_server_frame(0x81, message.encode("utf-8"))
+        else:
+            frame = encode_server_frame(0x82, bytes(message))
+        self._last_message = message
+        self._last_frame = frame
+        return frame
 
     def date_header(self) -> bytes:
         """``date: ...\\r\\n`` for responses, formatted once per second."""

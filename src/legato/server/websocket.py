@@ -52,6 +52,13 @@ class Phase(enum.Enum):
 class WebSocketSession:
     """Server side of one WebSocket, from the upgrade request to the end."""
 
+    __slots__ = (
+        "http", "loop", "config", "phase", "conn", "offer", "scope", "_rest", "_queue",
+        "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
+        "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
+        "_denial_body",
+    )
+
     def __init__(self, http: HttpProtocol, method: str, version: str,
                  scope: dict[str, Any], rest: bytes) -> None:
         self.http = http
@@ -71,6 +78,7 @@ class WebSocketSession:
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._denial: list[bytes] | None = None
+        self._denial_body: list[bytes] = []
         http.pause_reading()  # nothing to read until the app accepts
         headers = Headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"])
         try:
@@ -145,21 +153,28 @@ class WebSocketSession:
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "websocket.send":
-            if self.phase is not Phase.OPEN:
+            conn = self.conn
+            if self.phase is not Phase.OPEN or conn is None:
                 raise ClientDisconnected("the WebSocket is closed") if self.phase in (
                     Phase.CLOSING, Phase.CLOSED) else RuntimeError("WebSocket not accepted")
-            conn = self.conn
-            assert conn is not None
-            text = message.get("text")
-            if text is not None:
-                conn.send_text(text)
-            else:
+            data = message.get("text")
+            if data is None:
                 data = message.get("bytes")
                 if data is None:
                     raise ValueError("websocket.send needs 'text' or 'bytes'")
-                conn.send_bytes(data)
-            self.http.write(conn.data_to_send())
-            await self.http.drain()
+            http = self.http
+            if conn.compresses:
+                if isinstance(data, str):
+                    conn.send_text(data)
+                else:
+                    conn.send_bytes(data)
+                http.write(conn.data_to_send())
+            else:
+                # Hot path (echo, broadcast): the frame, encoded once per message object,
+                # goes straight to the transport.
+                http.write(conn.send_prepared(http.state.frame_for(data)))
+            if http.write_paused:
+                await http.drain()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
@@ -212,7 +227,6 @@ class WebSocketSession:
             if name.lower() not in (b"content-length", b"connection", b"transfer-encoding"):
                 lines.append(name + b": " + value + b"\r\n")
         self._denial = lines
-        self._denial_body: list[bytes] = []
 
     def _deny_body(self, message: dict[str, Any]) -> None:
         if self._denial is None:
@@ -247,9 +261,9 @@ class WebSocketSession:
         assert conn is not None
         queue = self._queue
         for event in conn.events_received():
-            if isinstance(event, TextMessage):
+            if type(event) is TextMessage:
                 queue.append({"type": "websocket.receive", "text": event.data})
-            elif isinstance(event, BytesMessage):
+            elif type(event) is BytesMessage:
                 queue.append({"type": "websocket.receive", "bytes": event.data})
             elif isinstance(event, Pong):
                 if event.payload == self._ping_payload:
