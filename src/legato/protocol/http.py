@@ -18,6 +18,7 @@ __all__ = [
     "RequestHead",
     "ResponseHead",
     "HeadError",
+    "STATUS_PHRASES",
     "find_head_end",
     "parse_request_head",
     "parse_response_head",
@@ -36,12 +37,20 @@ _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
-_REASONS = {
-    101: "Switching Protocols", 200: "OK", 400: "Bad Request", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 414: "URI Too Long", 426: "Upgrade Required",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    503: "Service Unavailable",
+#: Reason phrases (RFC 9110 §15 wording), shared with the server's responses.
+STATUS_PHRASES: dict[int, str] = {
+    100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
+    202: "Accepted", 204: "No Content", 206: "Partial Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout",
+    409: "Conflict", 410: "Gone", 411: "Length Required", 412: "Precondition Failed",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    416: "Range Not Satisfiable", 422: "Unprocessable Content", 426: "Upgrade Required",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
 
@@ -148,7 +157,7 @@ def _check_field(name: str, value: str) -> None:
 
 def serialize_response(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     """Encode a response head (and body). Raises ``ValueError`` for unsafe fields."""
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    lines = [f"HTTP/1.1 {status} {STATUS_PHRASES.get(status, 'Unknown')}"]
     for name, value in headers:
         _check_field(name, value)
         lines.append(f"{name}: {value}")

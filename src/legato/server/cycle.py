@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.http import STATUS_PHRASES as _PHRASES
 from .state import access_logger, escape_log, logger
 
 if TYPE_CHECKING:
@@ -19,20 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestCycle", "STATUS_PHRASES", "check_header", "simple_response"]
 
-STATUS_PHRASES: dict[int, bytes] = {
-    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
-    202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
-    301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
-    307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request",
-    401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 406: b"Not Acceptable", 408: b"Request Timeout",
-    409: b"Conflict", 410: b"Gone", 411: b"Length Required", 412: b"Precondition Failed",
-    413: b"Content Too Large", 414: b"URI Too Long", 415: b"Unsupported Media Type",
-    416: b"Range Not Satisfiable", 422: b"Unprocessable Content", 426: b"Upgrade Required",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
-    503: b"Service Unavailable", 504: b"Gateway Timeout",
-}
+#: The shared reason phrases, as bytes for building response heads.
+STATUS_PHRASES: dict[int, bytes] = {code: phrase.encode() for code, phrase in _PHRASES.items()}
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
@@ -45,7 +35,7 @@ def check_header(name: bytes, value: bytes) -> None:
         raise ValueError(f"invalid response header {name!r}")
 
 
-def simple_response(status: int, body: bytes, headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+def simple_response(status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = (),
                     *, close: bool = True, date: bytes = b"") -> bytes:
     """A complete response with a text body (errors, 503s, WebSocket refusals)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, STATUS_PHRASES.get(status, b"Unknown")), date,

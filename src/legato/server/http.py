@@ -84,7 +84,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_timer = False  # the running timer is a head deadline
         self._cycle: RequestCycle | None = None  # the request being served
         self._parsing: RequestCycle | None = None  # the request whose body is arriving
-        self._pending_upgrade: tuple[str, str, dict[str, Any]] | None = None
+        self._pending_upgrade: tuple[str, str, dict[str, Any], Headers] | None = None
         self._pipeline: deque[RequestCycle | _Reject] = deque()
         self._reading_paused = False
         self.write_paused = False
@@ -207,13 +207,15 @@ class HttpProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         headers = self._headers
         self._check_framing(version, headers)
-        scope = self._scope("http", method, version)
+        scope = self._scope(method, version)
         if self._over_limit or self.state.shutting_down:
             raise _Reject(503, "server busy")
         upgrade = parser.should_upgrade()
-        if upgrade and self._is_websocket(method):
-            self._pending_upgrade = (method, version, scope)
-            return
+        if upgrade and self.config.ws:
+            fields = Headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in headers)
+            if is_upgrade_request(fields):
+                self._pending_upgrade = (method, version, scope, fields)
+                return
         keep_alive = parser.should_keep_alive() and not upgrade
         expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
         cycle = RequestCycle(self, scope, keep_alive=keep_alive, expect_100=expect_100)
@@ -275,11 +277,8 @@ class HttpProtocol(asyncio.Protocol):
         if lengths > 1 or encodings > 1 or (lengths and encodings):
             raise _Reject(400, "ambiguous message framing")
 
-    def _is_websocket(self, method: str) -> bool:
-        return self.config.ws and is_upgrade_request(Headers(
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in self._headers))
-
-    def _scope(self, kind: str, method: str, version: str) -> dict[str, Any]:
+    def _scope(self, method: str, version: str) -> dict[str, Any]:
+        """The ASGI ``http`` scope; an upgrade turns it into a ``websocket`` one later."""
         try:
             url = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
@@ -287,10 +286,9 @@ class HttpProtocol(asyncio.Protocol):
         raw_path = url.path or b"/"
         if self._url != b"*" and not raw_path.startswith(b"/"):
             raise _Reject(400, "invalid request target")
-        scheme = self.scheme if kind == "http" else ("wss" if self.scheme == "https" else "ws")
         scope: dict[str, Any] = {
-            "type": kind, "asgi": _ASGI, "http_version": version, "method": method,
-            "scheme": scheme, "path": unquote(raw_path.decode("latin-1")),
+            "type": "http", "asgi": _ASGI, "http_version": version, "method": method,
+            "scheme": self.scheme, "path": unquote(raw_path.decode("latin-1")),
             "raw_path": raw_path, "query_string": url.query or b"",
             "root_path": self.config.root_path, "headers": self._headers,
             "client": self.client, "server": self.server,
@@ -351,10 +349,10 @@ class HttpProtocol(asyncio.Protocol):
         if pending is None:
             self.pause_reading()  # a plain request with Upgrade: the stream after is opaque
             return
-        method, version, scope = pending
+        method, version, scope, fields = pending
         self._pending_upgrade = None
         self._phase = _Phase.WEBSOCKET
-        self.websocket = WebSocketSession(self, method, version, scope, rest)
+        self.websocket = WebSocketSession(self, method, version, scope, fields, rest)
 
     # ---------------------------------------------------------------------- errors
 

@@ -60,7 +60,7 @@ class WebSocketSession:
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
-                 scope: dict[str, Any], rest: bytes) -> None:
+                 scope: dict[str, Any], headers: Headers, rest: bytes) -> None:
         self.http = http
         self.loop = http.loop
         self.config = http.config
@@ -80,7 +80,6 @@ class WebSocketSession:
         self._denial: list[bytes] | None = None
         self._denial_body: list[bytes] = []
         http.pause_reading()  # nothing to read until the app accepts
-        headers = Headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"])
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
                 method, version, headers)
@@ -290,14 +289,11 @@ class WebSocketSession:
         self._cancel_timers()
 
     def connection_lost(self) -> None:
+        # An EOF only ends the connection (messages were queued as they arrived), so the
+        # engine's ConnectionLost event needs no handling beyond this.
         if self.conn is not None:
             self.conn.receive_eof()
-            for event in self.conn.events_received():
-                if isinstance(event, (TextMessage, BytesMessage)):
-                    self._queue.append({"type": "websocket.receive",
-                                        "text" if isinstance(event, TextMessage) else "bytes":
-                                        event.data})
-        self._ended(1006 if self._close_code is None else self._close_code, self._close_reason)
+        self._ended(1006, "")
         self._wake()
 
     def _wake(self) -> None:
