@@ -117,24 +117,34 @@ def serve(loop_kind: str) -> Iterator[Callable[..., RunningServer]]:
 # ------------------------------------------------------------------------- ASGI apps
 
 
+async def serve_lifespan(receive: Any, send: Any) -> None:
+    """Answer the ASGI lifespan protocol: startup and shutdown both succeed."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI http scope."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """HTTP: echoes method, path and body. WebSocket: accepts and echoes every message."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
+        return
     if scope["type"] == "http":
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        payload = f"{scope['method']} {scope['path']} ".encode() + body
+        payload = f"{scope['method']} {scope['path']} ".encode() + await read_body(receive)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": payload})

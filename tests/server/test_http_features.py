@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import echo_app, run_server
+from conftest import echo_app, read_body, run_server
 from raw_http import RawConnection, expect_rejection, request
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -84,12 +84,7 @@ def staggered_app() -> Any:
     come out reversed."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         n = int(scope["path"].strip("/"))
         await asyncio.sleep((5 - n) * 0.04)
         await respond(send, f"{n}:".encode() + body)

@@ -55,7 +55,7 @@ class WsApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            return await lifespan(receive, send)
+            return await serve_lifespan(receive, send)
         if scope["type"] == "http":
             upgrade = dict(scope["headers"]).get(b"upgrade", b"").decode()
             body = f"plain {scope['method']} {scope['path']} upgrade={upgrade}".encode()
@@ -126,16 +126,6 @@ class WsApp:
                 break
             expected += 1
         await send({"type": "websocket.send", "text": str(expected)})
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 @pytest.fixture
