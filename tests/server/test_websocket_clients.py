@@ -32,6 +32,7 @@ from conftest import (
     open_raw_websocket,
     parse_frames,
     read_response,
+    serve_lifespan,
 )
 from ws_peers import LIBRARIES, Refused, peer
 ONE_MIB_MINUS_1 = (1 << 20) - 1
