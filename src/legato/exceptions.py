@@ -25,6 +25,18 @@ WebSocket frames, ``status_code`` for the opening handshake.
         └── NegotiationError        client side: the server chose extensions/subprotocols
                                     that were never offered
 
+    Framework (what handlers raise and catch):
+
+    HTTPError                       raise to answer with .status_code (and .detail)
+    ├── BadRequest 400, Unauthorized 401, Forbidden 403, NotFound 404,
+    │   MethodNotAllowed 405, PayloadTooLarge 413, UnprocessableEntity 422,
+    │   TooManyRequests 429, InternalServerError 500, ServiceUnavailable 503
+    WebSocketDisconnect             the connection ended; .code and .reason (alias
+    │                               WebSocketClientClosed)
+    └── WebSocketDenied             TestClient: the handshake was refused; .status_code
+    InvalidMessage                  a message is not the JSON/model expected (1007);
+                                    also a ValueError
+
 Peer input never escapes the protocol engine as an exception: the engine catches its own
 ``RemoteProtocolError``, fails the connection with ``close_code`` and reports a close
 event. ``InvalidHandshake`` is raised by the sans-I/O handshake helpers, which the server
@@ -48,6 +60,21 @@ __all__ = [
     "InvalidResponse",
     "InvalidStatus",
     "NegotiationError",
+    "HTTPError",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "MethodNotAllowed",
+    "PayloadTooLarge",
+    "UnprocessableEntity",
+    "TooManyRequests",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "WebSocketDisconnect",
+    "WebSocketClientClosed",
+    "WebSocketDenied",
+    "InvalidMessage",
 ]
 
 
@@ -150,3 +177,142 @@ class InvalidStatus(InvalidResponse):
 
 class NegotiationError(InvalidResponse):
     """Client side: the server accepted a subprotocol or extension that was not offered."""
+
+
+# ----------------------------------------------------------------------------- framework
+
+
+class HTTPError(LegatoError):
+    """Raise in a handler, hook or provider to answer with ``status_code``.
+
+    Before a WebSocket is accepted it denies the handshake with that status (R6).
+    ``detail`` is sent as the response body (text, or JSON for a dict/list).
+    """
+
+    status_code: int = 500
+
+    def __init__(self, status_code: int | None = None, detail: object = None,
+                 headers: dict[str, str] | None = None) -> None:
+        if status_code is not None:
+            self.status_code = int(status_code)
+        if detail is None:
+            from .protocol.http import STATUS_PHRASES  # noqa: PLC0415 - avoid a cycle
+
+            detail = STATUS_PHRASES.get(self.status_code, "Error")
+        self.detail = detail
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(f"{self.status_code}: {detail}")
+
+
+class _FixedStatus(HTTPError):
+    """An HTTPError whose status is fixed by its class: ``NotFound(detail)``."""
+
+    def __init__(self, detail: object = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(None, detail, headers)
+
+
+class BadRequest(_FixedStatus):
+    """400: the request is malformed."""
+
+    status_code = 400
+
+
+class Unauthorized(_FixedStatus):
+    """401: authentication is required."""
+
+    status_code = 401
+
+
+class Forbidden(_FixedStatus):
+    """403: the client may not do this."""
+
+    status_code = 403
+
+
+class NotFound(_FixedStatus):
+    """404: nothing lives at this path."""
+
+    status_code = 404
+
+
+class MethodNotAllowed(_FixedStatus):
+    """405: the path exists, the method does not."""
+
+    status_code = 405
+
+
+class PayloadTooLarge(_FixedStatus):
+    """413: the body is over the limit."""
+
+    status_code = 413
+
+
+class UnprocessableEntity(_FixedStatus):
+    """422: the body does not validate."""
+
+    status_code = 422
+
+
+class TooManyRequests(_FixedStatus):
+    """429: slow down."""
+
+    status_code = 429
+
+
+class InternalServerError(_FixedStatus):
+    """500: a bug on our side."""
+
+    status_code = 500
+
+
+class ServiceUnavailable(_FixedStatus):
+    """503: try again later."""
+
+    status_code = 503
+
+
+
+class WebSocketDisconnect(LegatoError):
+    """The WebSocket ended: the peer closed (``code``, ``reason``) or the connection dropped
+    (1006). Raised by ``receive*()`` and by ``send*()`` once the peer has gone (W8, W16)."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with code {self.code}" + (f": {self.reason}"
+                                                             if self.reason else "")
+
+
+#: Tremolo's name for the same thing (seed 000).
+WebSocketClientClosed = WebSocketDisconnect
+
+
+class WebSocketDenied(WebSocketDisconnect):
+    """A client-side view: the server refused the handshake with ``status_code``."""
+
+    def __init__(self, status_code: int, body: bytes = b"",
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(1006, f"handshake denied with HTTP {status_code}")
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers or []
+
+
+class InvalidMessage(LegatoError, ValueError):
+    """A received message is not the JSON or typed value the handler asked for.
+
+    Unless the handler catches it, the connection closes with ``close_code`` 1007 and
+    ``str(exc)`` (cut to fit a close frame) as the reason (W13, W14).
+    """
+
+    close_code = 1007
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None,
+                 close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+        if close_code is not None:
+            self.close_code = close_code

@@ -95,7 +95,8 @@ class WebSocketSession:
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if http.scheme == "https" else "ws"
         scope["subprotocols"] = self.offer.subprotocols
-        scope["extensions"] = {"websocket.http.response": {}}
+        # "legato.websocket": accept may carry per-route settings (legato.max_message_size).
+        scope["extensions"] = {"websocket.http.response": {}, "legato.websocket": {}}
         del scope["method"]
         self.scope = scope
         http.state.spawn(self.run(http.state.app))
@@ -195,7 +196,8 @@ class WebSocketSession:
         accepted = self.http.state.handshake.accept(
             self.offer, subprotocol=message.get("subprotocol"), headers=headers)
         response = accepted.response()  # raises for invalid headers: still CONNECTING
-        self.conn = accepted.connection(max_message_size=self.config.ws_max_message_size)
+        limit = message.get("legato.max_message_size", self.config.ws_max_message_size)
+        self.conn = accepted.connection(max_message_size=limit)
         self.phase = Phase.OPEN
         self.http.write(response)
         self._schedule_ping()

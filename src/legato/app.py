@@ -1,0 +1,478 @@
+"""The App: routes, hooks, providers, sessions, lifespan, and the ASGI 3 entry point.
+
+``App`` is an ASGI 3 application, so the same object runs on legato's built-in server
+(``app.run()``, ``legato run module:app``) and, unchanged, under uvicorn, hypercorn,
+granian or daphne. Scopes are dispatched to http_endpoint.py, ws_endpoint.py or the
+lifespan handler here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from .exceptions import HTTPError, MethodNotAllowed, NotFound
+from .params import Param, Plan, build_plan, is_model_type
+from .providers import Context, Providers, call_plan
+from .routing import Mount, Route, Router, WebSocketOptions
+
+__all__ = ["App"]
+
+logger = logging.getLogger("legato.app")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEFAULT_CAUGHT = (1000, 1001)
+_MiB = 1024 * 1024
+
+
+class App:
+    """A legato application.
+
+    Options (all keyword): ``websocket`` (False: upgrade requests are plain HTTP, R8),
+    ``debug`` (traceback pages, H6), ``secret_key`` (signed-cookie sessions, H4),
+    ``docs`` (serve ``/asyncapi.json``, W17), ``max_body_size`` (413 above it),
+    WebSocket defaults for every route — ``max_message_size`` (1 MiB, W15),
+    ``ping_interval``/``ping_timeout`` (20 s/20 s), ``allowed_origins``,
+    ``caught_close_codes`` ((1000, 1001)) — and ``hub`` (the pub/sub backend URL).
+    """
+
+    def __init__(self, *, websocket: bool = True, debug: bool = False,
+                 secret_key: str | bytes | None = None, session_cookie: str = "session",
+                 session_max_age: int = 14 * 24 * 3600, https_only_session: bool = False,
+                 docs: bool = False, title: str = "legato app", version: str = "1.0.0",
+                 max_body_size: int | None = _MiB, max_message_size: int | None = _MiB,
+                 ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
+                 allowed_origins: Sequence[str] | None = None,
+                 caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
+                 hub: str = "memory://") -> None:
+        self.websocket_enabled = websocket
+        self.debug = debug
+        self.docs = docs
+        self.title = title
+        self.version = version
+        self.max_body_size = max_body_size
+        self.max_message_size = max_message_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.allowed_origins = list(allowed_origins) if allowed_origins is not None else None
+        self.caught_close_codes = caught_close_codes
+        self.hub_url = hub
+        self.router = Router()
+        self.providers = Providers()
+        self.http_hooks: list[Callable[..., Any]] = []
+        self.websocket_hooks: list[Callable[..., Any]] = []
+        self.after_hooks: list[Callable[..., Any]] = []
+        self.startup_hooks: list[Callable[..., Any]] = []
+        self.shutdown_hooks: list[Callable[..., Any]] = []
+        self.exception_handlers: list[tuple[type[BaseException], Callable[..., Any]]] = []
+        self._plans: dict[Any, Plan] = {}
+        self._settings: dict[int, WebSocketOptions] = {}
+        self.sessions: Any = None
+        if secret_key is not None:
+            from .sessions import SessionCodec  # noqa: PLC0415 - needs itsdangerous
+
+            self.sessions = SessionCodec(secret_key, cookie_name=session_cookie,
+                                         max_age=session_max_age,
+                                         https_only=https_only_session)
+        if docs:
+            self.route("/asyncapi.json", name="asyncapi")(self._asyncapi_endpoint)
+
+    # --------------------------------------------------------------- registration
+
+    def route(self, path: str, methods: Iterable[str] | None = None, *,
+              websocket: bool = False, name: str | None = None,
+              **ws_options: Any) -> Callable[[F], F]:
+        """Register an HTTP handler (R2); ``websocket=True`` makes it a WebSocket route
+        (R3). A handler with a ``websocket`` parameter is hybrid: it gets the WebSocket
+        on upgrade requests and ``None`` otherwise."""
+        if websocket:
+            return self.websocket(path, name=name, **ws_options)
+        if ws_options:
+            raise TypeError(f"unexpected options for an HTTP route: {sorted(ws_options)}")
+
+        def register(func: F) -> F:
+            hybrid = _declares_websocket(func)
+            options = self._ws_options(auto_accept=False) if hybrid else None
+            self.router.add(Route(path, func, methods=methods, websocket=hybrid,
+                                  options=options, name=name))
+            return func
+
+        return register
+
+    def get(self, path: str, **kw: Any) -> Callable[[F], F]:
+        return self.route(path, ["GET"], **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[F], F]:
+        return self.route(path, ["POST"], **kw)
+
+    def put(self, path: str, **kw: Any) -> Callable[[F], F]:
+        return self.route(path, ["PUT"], **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[F], F]:
+        return self.route(path, ["PATCH"], **kw)
+
+    def delete(self, path: str, **kw: Any) -> Callable[[F], F]:
+        return self.route(path, ["DELETE"], **kw)
+
+    def websocket(self, path: str, *, name: str | None = None, **options: Any
+                  ) -> Callable[[F], F]:
+        """Register a WebSocket handler (R1). Options: ``receive_type``, ``send_type``,
+        ``value_type`` (both), ``auto_accept``, ``caught_close_codes``, ``on_connect``,
+        ``on_disconnect``, ``on_close``, ``subprotocols``, ``max_message_size``,
+        ``ping_interval``, ``ping_timeout``, ``allowed_origins``, ``summary``."""
+        ws_options = self._ws_options(**options)
+
+        def register(func: F) -> F:
+            self.router.add(Route(path, func, http=False, websocket=True,
+                                  options=ws_options, name=name))
+            return func
+
+        return register
+
+    #: Bocadillo's spelling (seed 002).
+    websocket_route = websocket
+
+    def _ws_options(self, **options: Any) -> WebSocketOptions:
+        value_type = options.pop("value_type", None)
+        if value_type is not None:
+            options.setdefault("receive_type", value_type)
+            options.setdefault("send_type", value_type)
+        for key in ("receive_type", "send_type"):
+            kind = options.get(key)
+            if kind is not None and kind not in ("text", "bytes", "json") \
+                    and not is_model_type(kind) and not _is_typing_form(kind):
+                raise ValueError(f"{key} must be 'text', 'bytes', 'json' or a model type, "
+                                 f"not {kind!r}")
+        known = {f.name for f in dataclasses.fields(WebSocketOptions)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown WebSocket route options: {sorted(unknown)}")
+        return WebSocketOptions(**options)
+
+    def mount(self, prefix: str, app: Any, name: str | None = None) -> None:
+        """Serve any ASGI app under ``prefix`` (R9)."""
+        self.router.mount(Mount(prefix, app, name))
+
+    def static(self, prefix: str, directory: str, *, html: bool = False) -> None:
+        """Serve the files of ``directory`` under ``prefix`` (H3)."""
+        from .staticfiles import StaticFiles  # noqa: PLC0415
+
+        self.mount(prefix, StaticFiles(directory, html=html), name="static")
+
+    def before_request(self, func: F | None = None, *, websocket: bool = False) -> Any:
+        """Run before every HTTP request, or with ``websocket=True`` before every
+        WebSocket handler (R6). Raise an ``HTTPError`` to deny; an HTTP hook may also
+        return a response to answer in the handler's place."""
+        def register(f: F) -> F:
+            (self.websocket_hooks if websocket else self.http_hooks).append(f)
+            return f
+
+        return register(func) if func is not None else register
+
+    #: Tremolo's spelling (seed 001).
+    on_request = before_request
+
+    def after_request(self, func: F) -> F:
+        """Run after HTTP handlers with ``(request, response)``; returning a Response
+        replaces it."""
+        self.after_hooks.append(func)
+        return func
+
+    def on_startup(self, func: F) -> F:
+        self.startup_hooks.append(func)
+        return func
+
+    def on_shutdown(self, func: F) -> F:
+        self.shutdown_hooks.append(func)
+        return func
+
+    def provider(self, func: F | None = None, *, scope: str = "request",
+                 name: str | None = None) -> Any:
+        """Register a provider (R10): its value is injected by name."""
+        def register(f: F) -> F:
+            self.providers.add(f, name, scope)
+            self._plans.clear()  # plans made earlier may have taken this name as a query
+            return f
+
+        return register(func) if func is not None else register
+
+    def exception_handler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
+        """Answer ``exc_type`` (and subclasses) with ``handler(request, exc)``'s value."""
+        def register(func: F) -> F:
+            self.exception_handlers.append((exc_type, func))
+            return func
+
+        return register
+
+    # ------------------------------------------------------------------- plumbing
+
+    def plan_for(self, route: Route) -> Plan:
+        plan = self._plans.get(route)
+        if plan is None:
+            names = {n: route.pattern.types.get(n, "str") for n in route.pattern.names}
+            plan = build_plan(route.endpoint, path_names=names,
+                              providers=self.providers.by_name, http=route.http)
+            self._plans[route] = plan
+        return plan
+
+    def plan_for_callable(self, func: Callable[..., Any], extras: tuple[str, ...] = ()
+                          ) -> Plan:
+        key = (func, extras)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = build_plan(func, providers=self.providers.by_name, extras=extras,
+                              http=False)
+            self._plans[key] = plan
+        return plan
+
+    def websocket_settings(self, route: Route) -> WebSocketOptions:
+        """The route's options with the App's defaults filled in."""
+        settings = self._settings.get(id(route))
+        if settings is None:
+            o = route.options
+            settings = dataclasses.replace(
+                o,
+                caught_close_codes=o.caught_close_codes if o.caught_close_codes is not None
+                else self.caught_close_codes,
+                max_message_size=o.max_message_size if o.max_message_size is not None
+                else self.max_message_size,
+                allowed_origins=o.allowed_origins if o.allowed_origins is not None
+                else self.allowed_origins)
+            self._settings[id(route)] = settings
+        return settings
+
+    async def _read_model(self, request: Any, param: Param) -> Any:
+        from .exceptions import InvalidMessage, UnprocessableEntity  # noqa: PLC0415
+        from .typed import validator_for  # noqa: PLC0415
+
+        data = await request.json()
+        try:
+            return validator_for(param.annotation)(data)
+        except InvalidMessage as exc:
+            raise UnprocessableEntity({"detail": str(exc), "errors": exc.errors}) from None
+
+    def load_session(self, scope: dict[str, Any]) -> None:
+        if self.sessions is not None and "session" not in scope:
+            from .datastructures import parse_cookies  # noqa: PLC0415
+
+            header = "; ".join(bytes(v).decode("latin-1") for n, v in scope.get("headers", ())
+                               if bytes(n).lower() == b"cookie")
+            scope["session"] = self.sessions.load(parse_cookies(header))
+
+    def session_headers(self, scope: dict[str, Any]) -> list[tuple[str, str]]:
+        session = scope.get("session")
+        if self.sessions is None or session is None:
+            return []
+        secure = scope.get("scheme") in ("https", "wss")
+        value = self.sessions.set_cookie_header(session, secure)
+        return [("set-cookie", value)] if value else []
+
+    def debug_text(self, exc: BaseException) -> str:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+    # ---------------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        scope["app"] = self
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from .http_endpoint import respond_error, serve_http  # noqa: PLC0415
+        from .requests import Request  # noqa: PLC0415
+
+        match = self.router.match_http(scope["path"], scope["method"])
+        if match.route is not None:
+            await serve_http(self, match.route, match.params, scope, receive, send)
+            return
+        if match.mount is not None:
+            await match.mount.app(_child_scope(scope, match.mount, match.subpath),
+                                  receive, send)
+            return
+        if match.allowed:
+            exc: HTTPError = MethodNotAllowed(
+                headers={"allow": ", ".join(sorted(match.allowed))})
+        else:
+            exc = NotFound()
+        request = Request(scope, receive)
+        self.load_session(scope)
+        response = await respond_error(self, request, exc)
+        assert response is not None
+        await response(scope, receive, send)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self.websocket_enabled:
+            await self._upgrade_as_http(scope, receive, send)
+            return
+        from .ws_endpoint import serve_websocket  # noqa: PLC0415
+
+        match = self.router.match_websocket(scope["path"])
+        if match.route is not None:
+            await serve_websocket(self, match.route, match.params, scope, receive, send)
+        elif match.mount is not None:
+            await match.mount.app(_child_scope(scope, match.mount, match.subpath),
+                                  receive, send)
+        else:
+            # R7: no WebSocket route here: 404 before any upgrade.
+            from .websocket import WebSocket  # noqa: PLC0415
+
+            await WebSocket(scope, receive, send).send_denial(404, "Not Found")
+
+    async def _upgrade_as_http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """R8 under a server that upgraded anyway: answer the request as plain HTTP
+        through the denial-response extension."""
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        http_scope = dict(scope, type="http", method="GET",
+                          scheme="https" if scope.get("scheme") == "wss" else "http")
+        await receive()  # websocket.connect
+
+        async def no_body() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def as_denial(message: dict[str, Any]) -> None:
+            kind = message["type"].replace("http.", "websocket.http.", 1)
+            await send(dict(message, type=kind))
+
+        await self._http(http_scope, no_body, as_denial)
+
+    async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:  # noqa: BLE001
+                    logger.exception("shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Startup hooks, then app-scoped providers (H5, R10)."""
+        ctx = Context(self, {"type": "lifespan", "app": self})
+        for hook in self.startup_hooks:
+            await call_plan(self.plan_for_callable(hook), ctx)
+        await self.providers.startup(ctx)
+
+    async def shutdown(self) -> None:
+        ctx = Context(self, {"type": "lifespan", "app": self})
+        try:
+            for hook in self.shutdown_hooks:
+                await call_plan(self.plan_for_callable(hook), ctx)
+        finally:
+            await self.providers.shutdown()
+
+    # --------------------------------------------------------------------- W17
+
+    def asyncapi(self) -> dict[str, Any]:
+        """An AsyncAPI 3 document of the WebSocket routes (W17)."""
+        from .asyncapi import build_document  # noqa: PLC0415
+
+        return build_document(self)
+
+    async def _asyncapi_endpoint(self) -> dict[str, Any]:
+        return self.asyncapi()
+
+    # --------------------------------------------------------------------- S1
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000, debug: bool = False,
+            reload: bool = False, workers: int = 1, ssl_certfile: str | None = None,
+            ssl_keyfile: str | None = None, **config: Any) -> None:
+        """Serve on the built-in server (S1); blocks until SIGINT/SIGTERM."""
+        from .server.config import ServerConfig  # noqa: PLC0415
+        from .server.serve import Server, configure_logging, new_event_loop  # noqa: PLC0415
+
+        if debug:
+            self.debug = True
+        server_config = ServerConfig(host=host, port=port, ssl_certfile=ssl_certfile,
+                                     ssl_keyfile=ssl_keyfile, **config)
+        self.configure_server(server_config)
+        if debug:
+            server_config.log_level = "debug"
+        configure_logging(server_config.log_level, server_config.access_log)
+        if workers > 1 or reload:
+            from .server.supervisor import Supervisor  # noqa: PLC0415
+
+            code = Supervisor(self._import_target(), server_config, workers=workers,
+                              reload=reload, options={"debug": debug}).run()
+            if code:
+                raise SystemExit(code)
+            return
+        loop = new_event_loop()
+        try:
+            loop.run_until_complete(Server(self, server_config).serve())
+        finally:
+            loop.close()
+
+    def configure_server(self, config: Any) -> None:
+        """Carry the App's settings into a built-in ServerConfig (R8, W15)."""
+        if not self.websocket_enabled:
+            config.ws = False
+        sizes = [self.max_message_size] + [
+            self.websocket_settings(r).max_message_size for r in self.router.websocket_routes()]
+        config.ws_max_message_size = None if None in sizes else max(
+            s for s in sizes if s is not None)
+        config.ws_ping_interval = self.ping_interval
+        config.ws_ping_timeout = self.ping_timeout
+        if self.max_body_size is None or (config.max_body_size is not None
+                                          and self.max_body_size > config.max_body_size):
+            config.max_body_size = self.max_body_size
+
+    def _import_target(self) -> str:
+        """``module:attribute`` naming this App, for worker processes to import."""
+        for module_name in ("__main__", *sorted(sys.modules)):
+            module = sys.modules.get(module_name)
+            for attribute, value in list(vars(module).items()) if module else ():
+                if value is self:
+                    return f"{module_name}:{attribute}"
+        raise RuntimeError("workers/reload need the App at module level (module:attribute)")
+
+
+def _declares_websocket(func: Callable[..., Any]) -> bool:
+    from .websocket import WebSocket  # noqa: PLC0415
+
+    for p in inspect.signature(func).parameters.values():
+        if p.name == "websocket":
+            return True
+        ann = p.annotation
+        if isinstance(ann, type) and issubclass(ann, WebSocket):
+            return True
+    return False
+
+
+def _is_typing_form(tp: Any) -> bool:
+    import typing  # noqa: PLC0415
+
+    return typing.get_origin(tp) is not None
+
+
+def _child_scope(scope: dict[str, Any], mount: Mount, subpath: str) -> dict[str, Any]:
+    child = dict(scope)
+    child["root_path"] = scope.get("root_path", "") + mount.prefix
+    child["path"] = subpath
+    return child

@@ -1,0 +1,92 @@
+"""The AsyncAPI 3.0 document of an App's WebSocket routes (W17).
+
+Each WebSocket route is a channel (its path is the address, its path parameters the
+channel parameters). The messages the app receives on it are a ``receive`` operation,
+those it sends a ``send`` operation, with payload schemas from the route's
+``receive_type``/``send_type`` (pydantic models or dataclasses give their JSON Schema;
+``"text"``, ``"bytes"``, ``"json"`` give string, binary, any).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .typed import json_schema
+
+if TYPE_CHECKING:
+    from .app import App
+    from .routing import Route
+
+__all__ = ["build_document"]
+
+
+def build_document(app: App) -> dict[str, Any]:
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for route in app.router.websocket_routes():
+        channel_id = _identifier(route.name or route.path, channels)
+        settings = app.websocket_settings(route)
+        channel: dict[str, Any] = {"address": route.path, "messages": {}}
+        doc = settings.summary or (route.endpoint.__doc__ or "").strip().split("\n")[0]
+        if doc:
+            channel["summary"] = doc
+        if route.pattern.names:
+            channel["parameters"] = {
+                name: {"description": "path parameter "
+                       f"({route.pattern.types.get(name) or _annotation(route, name)})"}
+                for name in route.pattern.names}
+        for action, tp in (("receive", settings.receive_type), ("send", settings.send_type)):
+            message_id = f"{channel_id}{action.capitalize()}Message"
+            payload = _hoist(json_schema(tp), schemas)
+            messages[message_id] = {"name": message_id, "payload": payload,
+                                    "contentType": _content_type(tp)}
+            channel["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
+            operations[f"{channel_id}_{action}"] = {
+                "action": action,
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}],
+            }
+        channels[channel_id] = channel
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": app.title, "version": app.version},
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def _identifier(name: str, taken: dict[str, Any]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "channel"
+    ident, n = base, 2
+    while ident in taken:
+        ident, n = f"{base}_{n}", n + 1
+    return ident
+
+
+def _annotation(route: Route, name: str) -> str:
+    annotation = getattr(route.endpoint, "__annotations__", {}).get(name, "str")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _hoist(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """Move pydantic's ``$defs`` into components.schemas (refs already point there)."""
+    defs = schema.pop("$defs", None) or {}
+    schemas.update(defs)
+    title = schema.get("title")
+    if title and schema.get("type") == "object":
+        schemas[title] = schema
+        return {"$ref": f"#/components/schemas/{title}"}
+    return schema
+
+
+def _content_type(tp: Any) -> str:
+    if tp in (None, "text"):
+        return "text/plain"
+    if tp == "bytes":
+        return "application/octet-stream"
+    return "application/json"

@@ -1,0 +1,197 @@
+"""Serving one WebSocket connection with a route's handler (SPEC §2-3).
+
+Order of events for a connection::
+
+    match route (none → 404, R7) → Origin check (403, W15) → session → parameters
+    (400 naming the one that does not convert, R1) → before_request(websocket=True)
+    hooks (R6) → on_connect (R5) → auto-accept (W10) → handler (coroutine, async
+    generator R4, or hybrid R2) → close 1000 if still open → on_disconnect (peer closed)
+    → on_close (always, once accepted) → request-scoped providers torn down
+
+Errors: an ``HTTPError`` before accept denies with its status; an ``InvalidMessage``
+closes with its code (1007/1003, W13); a ``WebSocketDisconnect`` whose code the route
+catches ends quietly (W8); anything else closes with 1011 (or 500 before accept) and is
+re-raised so the server logs it with its traceback (W9).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
+from .params import Plan
+from .providers import Context, call_plan
+from .routing import Route
+from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["serve_websocket"]
+
+logger = logging.getLogger("legato.websocket")
+
+_RAW_EVENTS = ("websocket.send", "websocket.close", "websocket.accept")
+
+
+async def serve_websocket(app: App, route: Route, params: dict[str, str],
+                          scope: dict[str, Any], receive: Any, send: Any) -> None:
+    opts = app.websocket_settings(route)
+    ws = WebSocket(scope, receive, send, receive_type=opts.receive_type,
+                   send_type=opts.send_type, caught_close_codes=opts.caught_close_codes,
+                   max_message_size=opts.max_message_size)
+    ctx = Context(app, scope, websocket=ws, path_params=params)
+    try:
+        await _prepare(app, route, ws, ctx, opts)
+        plan = app.plan_for(route)
+        kwargs = await ctx.kwargs(plan)
+        _record_path_params(ws, plan, kwargs)
+        await _run_hooks(app, ctx)
+        if opts.on_connect is not None:
+            await _on_connect(app, ws, ctx, opts.on_connect)
+        if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
+            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
+        await _run_handler(plan, kwargs, ws)
+        await ws.ensure_closed(1000)
+    except Rejected:
+        pass
+    except HTTPError as exc:
+        await _http_error(app, ws, exc)
+    except InvalidMessage as exc:
+        logger.info("closing WebSocket %s: %s", ws.path, exc)
+        await ws.ensure_closed(exc.close_code, _short(str(exc)))
+    except WebSocketDisconnect as exc:
+        if not is_caught(exc.code, ws.caught_close_codes):
+            raise
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            await _crashed(app, ws, exc)
+        raise
+    finally:
+        await _finish(app, ws, ctx, opts)
+
+
+async def _prepare(app: App, route: Route, ws: WebSocket, ctx: Context, opts: Any) -> None:
+    if opts.allowed_origins is not None:
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in opts.allowed_origins:
+            # RFC 6455 §10.2: refuse cross-site WebSocket hijacking with 403.
+            raise HTTPError(403, "origin not allowed")
+    app.load_session(ws.scope)
+    if app.sessions is not None:
+        ws.accept_headers = lambda: app.session_headers(ws.scope)
+
+
+def _record_path_params(ws: WebSocket, plan: Plan, kwargs: dict[str, Any]) -> None:
+    from .params import Kind  # noqa: PLC0415
+
+    path_params = ws.path_params
+    for param in plan.params:
+        if param.kind is Kind.PATH:
+            path_params[param.name] = kwargs[param.name]
+
+
+async def _run_hooks(app: App, ctx: Context) -> None:
+    for hook in app.websocket_hooks:
+        await call_plan(app.plan_for_callable(hook), ctx)
+
+
+async def _on_connect(app: App, ws: WebSocket, ctx: Context, callback: Any) -> None:
+    result = await call_plan(app.plan_for_callable(callback), ctx)
+    if result is None or result is True or ws.state is not WebSocketState.CONNECTING:
+        return
+    if result is False:
+        raise HTTPError(403)
+    if isinstance(result, dict):
+        kind = result.get("type")
+        if kind == "websocket.accept":
+            await ws.accept(result.get("subprotocol"))
+            return
+        if kind == "websocket.close":
+            raise HTTPError(403)
+    raise TypeError("on_connect returns None/True (go on), False (deny), or a "
+                    f"websocket.accept/close event, not {result!r}")
+
+
+def _pick_subprotocol(ws: WebSocket, supported: list[str] | None) -> str | None:
+    if not supported:
+        return None
+    offered = ws.subprotocols
+    for name in supported:
+        if name in offered:
+            return name
+    return None
+
+
+async def _run_handler(plan: Plan, kwargs: dict[str, Any], ws: WebSocket) -> None:
+    result = plan.func(**kwargs)
+    if plan.is_async_gen:
+        await _drive_generator(ws, result)
+    elif plan.is_coroutine or hasattr(result, "__await__"):
+        await result
+
+
+async def _drive_generator(ws: WebSocket, gen: Any) -> None:
+    """R4: send what the generator yields; Close / a close event ends it."""
+    try:
+        async for value in gen:
+            if isinstance(value, Close):
+                await ws.close(value.code, value.reason)
+                return
+            if isinstance(value, dict) and value.get("type") in _RAW_EVENTS:
+                await ws.send_event(value)
+                if value["type"] == "websocket.close":
+                    return
+                continue
+            if ws.state is WebSocketState.CONNECTING:
+                await ws.accept()
+            await ws.send(value)
+    finally:
+        await gen.aclose()
+
+
+async def _http_error(app: App, ws: WebSocket, exc: HTTPError) -> None:
+    if ws.state is WebSocketState.CONNECTING:
+        detail = exc.detail
+        body = detail if isinstance(detail, (str, bytes)) else str(detail)
+        await ws.send_denial(exc.status_code, body, exc.headers)
+        return
+    # After accept an HTTP status cannot be sent: policy violation or internal error.
+    await ws.ensure_closed(1008 if exc.status_code < 500 else 1011,
+                           _short(str(exc.detail)))
+
+
+async def _crashed(app: App, ws: WebSocket, exc: Exception) -> None:
+    """W9: the peer sees 1011 (or 500 before accept); the server logs the traceback."""
+    if ws.state is WebSocketState.CONNECTING:
+        body = app.debug_text(exc) if app.debug else "Internal Server Error"
+        try:
+            await ws.send_denial(500, body)
+        except Exception:  # noqa: BLE001
+            logger.debug("could not send the 500 denial", exc_info=True)
+    else:
+        await ws.ensure_closed(1011, "internal error")
+
+
+async def _finish(app: App, ws: WebSocket, ctx: Context, opts: Any) -> None:
+    code = ws.close_code if ws.close_code is not None else 1006
+    ctx.extras = {"code": code, "reason": ws.close_reason}
+    try:
+        opened = ws.opened
+        if opened and ws.client_closed and opts.on_disconnect is not None:
+            await call_plan(app.plan_for_callable(opts.on_disconnect, ("code", "reason")), ctx)
+        if opened and opts.on_close is not None:
+            await call_plan(app.plan_for_callable(opts.on_close, ("code", "reason")), ctx)
+    except Exception:  # noqa: BLE001 - a callback's bug must not hide the handler's
+        logger.exception("exception in a WebSocket lifecycle callback")
+    finally:
+        await ctx.aclose()
+
+
+def _short(reason: str) -> str:
+    """RFC 6455 §5.5: a close reason fits in 123 bytes of UTF-8."""
+    data = reason.encode("utf-8")
+    if len(data) <= 123:
+        return reason
+    return data[:120].decode("utf-8", "ignore") + "..."
