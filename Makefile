@@ -23,7 +23,7 @@ system-deps:
 	bash tools/system-deps.sh
 
 run: install
-	$(PY) examples/echo_core.py --host 127.0.0.1 --port 8000
+	$(PY) examples/chat/app.py --host 127.0.0.1 --port 8000
 
 # The whole suite, then the protocol tests again on the pure-Python fallback
 # (no C speed-ups), because users without a compiler get that one.

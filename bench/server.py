@@ -88,6 +88,7 @@ PY = sys.executable
 
 SERVERS: dict[str, list[str]] = {
     "legato": [PY, "-m", "legato", "run", "legato_app:app", "--port", "{port}"],
+    "legato-app": [PY, "-m", "legato", "run", "legato_framework_app:app", "--port", "{port}"],
     "uvicorn+starlette": [PY, "starlette_app.py", "{port}"],
     "aiohttp": [PY, "aiohttp_app.py", "{port}"],
     "websockets": [PY, "websockets_app.py", "{port}"],

@@ -1,0 +1,137 @@
+"""The chat example `make run` starts: page and static files over HTTP, rooms and
+broadcast over WebSockets — through the TestClient, over a real socket with the
+`websockets` client, and in Chromium with two pages talking to each other."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import legato
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "examples" / "chat" / "app.py"
+sys.path.insert(0, str(ROOT / "tests" / "framework"))
+from live import serve_legato  # noqa: E402
+
+
+def load_chat() -> Any:
+    spec = importlib.util.spec_from_file_location("chat_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_page_and_script_are_served() -> None:
+    with legato.TestClient(load_chat().app) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "/static/chat.js" in page.text
+        script = client.get("/static/chat.js")
+        assert script.status_code == 200
+        assert "new WebSocket" in script.text
+
+
+def test_a_message_reaches_everyone_in_the_room_and_no_one_outside() -> None:
+    with legato.TestClient(load_chat().app) as client:
+        with client.websocket_connect("/ws/lobby?name=ann") as ann:
+            assert ann.receive_json() == {"type": "join", "user": "ann", "count": 1}
+            with client.websocket_connect("/ws/lobby?name=bob") as bob, \
+                    client.websocket_connect("/ws/attic?name=eve") as eve:
+                assert eve.receive_json()["count"] == 1
+                assert ann.receive_json() == {"type": "join", "user": "bob", "count": 2}
+                assert bob.receive_json()["user"] == "bob"
+                bob.send_json({"text": "hello"})
+                for member in (ann, bob):
+                    said = member.receive_json()
+                    assert (said["type"], said["user"], said["text"]) == \
+                        ("message", "bob", "hello")
+                eve.send_json({"text": "only me"})
+                assert eve.receive_json()["text"] == "only me"
+            assert ann.receive_json()["type"] == "leave"
+
+
+def test_blank_and_malformed_messages_are_not_broadcast() -> None:
+    with legato.TestClient(load_chat().app) as client:
+        with client.websocket_connect("/ws/r?name=ann") as ann:
+            ann.receive_json()
+            ann.send_json({"text": "   "})
+            ann.send_json(["not", "an", "object"])
+            ann.send_json({"text": "real"})
+            assert ann.receive_json()["text"] == "real"
+
+
+def test_chat_works_over_a_real_socket_with_the_websockets_client() -> None:
+    from websockets.sync.client import connect
+
+    with serve_legato(load_chat().app) as port:
+        with connect(f"ws://127.0.0.1:{port}/ws/lobby?name=ann") as ann, \
+                connect(f"ws://127.0.0.1:{port}/ws/lobby?name=bob") as bob:
+            ann.recv(timeout=5)
+            ann.recv(timeout=5)
+            bob.recv(timeout=5)
+            bob.send(json.dumps({"text": "över the wire ♪"}))
+            assert json.loads(ann.recv(timeout=5))["text"] == "över the wire ♪"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium not installed")
+def test_two_browser_pages_chat_with_each_other() -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve_legato(load_chat().app) as port, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"])
+        try:
+            pages = [browser.new_page(), browser.new_page()]
+            for page, name in zip(pages, ("ann", "bob")):
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.fill("#name", name)
+                page.fill("#room", "lobby")
+                page.click("#join-button")
+                page.wait_for_selector("#send:not([hidden])", timeout=10_000)
+            pages[0].wait_for_selector("text=bob joined", timeout=10_000)
+            pages[1].fill("#text", "hi from bob <b>not bold</b>")
+            pages[1].click("#send-button")
+            for page in pages:
+                page.wait_for_selector("text=bob: hi from bob <b>not bold</b>",
+                                       timeout=10_000)
+            assert pages[0].locator("#messages b").count() == 0  # text, never HTML
+        finally:
+            browser.close()
+
+
+def test_make_run_command_starts_the_chat(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
