@@ -14,7 +14,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .exceptions import HTTPError, MethodNotAllowed, NotFound
 from .params import Param, Plan, build_plan, is_model_type
@@ -165,6 +165,11 @@ class App:
 
         self.mount(prefix, StaticFiles(directory, html=html), name="static")
 
+    @overload
+    def before_request(self, func: F, *, websocket: bool = False) -> F: ...
+    @overload
+    def before_request(self, *, websocket: bool = False) -> Callable[[F], F]: ...
+
     def before_request(self, func: F | None = None, *, websocket: bool = False) -> Any:
         """Run before every HTTP request, or with ``websocket=True`` before every
         WebSocket handler (R6). Raise an ``HTTPError`` to deny; an HTTP hook may also
@@ -191,6 +196,12 @@ class App:
     def on_shutdown(self, func: F) -> F:
         self.shutdown_hooks.append(func)
         return func
+
+    @overload
+    def provider(self, func: F, *, scope: str = "request", name: str | None = None) -> F: ...
+    @overload
+    def provider(self, *, scope: str = "request", name: str | None = None
+                 ) -> Callable[[F], F]: ...
 
     def provider(self, func: F | None = None, *, scope: str = "request",
                  name: str | None = None) -> Any:

@@ -10,6 +10,7 @@ half of :func:`parse_cookies`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
@@ -251,6 +252,7 @@ def _check_header(name: str, value: str) -> None:
                          ) from None
 
 
+_COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
@@ -261,13 +263,16 @@ def format_set_cookie(key: str, value: str = "", *, max_age: int | None = None,
     """One ``Set-Cookie`` header value (RFC 6265 §4.1).
 
     ``expires`` is a datetime, a number of seconds from now, or a ready HTTP date.
-    A value outside the cookie-octet set is quoted the way :func:`parse_cookies` (and
-    Python's ``http.cookies``) reads it back. Raises ``ValueError`` for a name that is not
-    a token, a ``path``/``domain`` that would add attributes, or an unknown ``samesite``.
+    A value outside the RFC 6265 cookie-octet set is quoted the way
+    :func:`parse_cookies` (and Python's ``http.cookies``) reads it back. Raises
+    ``ValueError`` for a name that is not a token, a ``path``/``domain`` that would add
+    attributes, or an unknown ``samesite``.
     """
     if not is_token(key):
         raise ValueError(f"invalid cookie name {key!r}")
-    _, coded = SimpleCookie().value_encode(value)
+    # RFC 6265 §4.1.1 cookie-octets go as they are; anything else is quoted the way
+    # http.cookies (and so parse_cookies) reads it back.
+    coded = value if _COOKIE_OCTETS.fullmatch(value) else SimpleCookie().value_encode(value)[1]
     parts = [f"{key}={coded}"]
     if max_age is not None:
         parts.append(f"Max-Age={int(max_age)}")

@@ -17,7 +17,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError
-from .params import Kind, Plan
+from .params import PATTERN_TYPES, Kind, Param, Plan, convert, converter_for
 from .providers import Context, call_plan
 from .requests import Request
 from .responses import (
@@ -65,9 +65,7 @@ async def _handle(app: App, route: Route, request: Request, ctx: Context) -> Res
     if response is None:
         plan = app.plan_for(route)
         kwargs = await ctx.kwargs(plan)
-        for param in plan.params:
-            if param.kind is Kind.PATH:
-                request.path_params[param.name] = kwargs[param.name]
+        _record_path_params(request, route, ctx.path_params, plan, kwargs)
         response = await _call(plan, kwargs)
     for hook in app.after_hooks:
         ctx.extras = {"response": response}
@@ -76,6 +74,20 @@ async def _handle(app: App, route: Route, request: Request, ctx: Context) -> Res
             response = result
     _add_session_cookie(app, request, response)
     return response
+
+
+def _record_path_params(request: Request, route: Route, raw: dict[str, str], plan: Plan,
+                        kwargs: dict[str, Any]) -> None:
+    """H1: ``request.path_params`` holds every path parameter, converted by the handler's
+    annotation where it names one, else by the pattern's type (``{n:int}``)."""
+    path_params = request.path_params
+    for name, value in raw.items():
+        tp = PATTERN_TYPES.get(route.pattern.types.get(name, "str"), str)
+        path_params[name] = convert(Param(name, Kind.PATH, convert=converter_for(tp)),
+                                    value, "path")
+    for param in plan.params:
+        if param.kind is Kind.PATH:
+            path_params[param.name] = kwargs[param.name]
 
 
 async def _call(plan: Plan, kwargs: dict[str, Any]) -> Response:
@@ -111,5 +123,4 @@ async def respond_error(app: App, request: Request, exc: Exception) -> Response 
 def _add_session_cookie(app: App, request: Request, response: Response) -> None:
     if app.sessions is not None:
         for name, value in app.session_headers(request.scope):
-            response.headers.append(name, value) if hasattr(response.headers, "append") \
-                else response.headers.__setitem__(name, value)
+            response.headers.append(name, value)

@@ -98,7 +98,7 @@ def test_two_browser_pages_chat_with_each_other() -> None:
                   "--disable-background-networking"])
         try:
             pages = [browser.new_page(), browser.new_page()]
-            for page, name in zip(pages, ("ann", "bob")):
+            for page, name in zip(pages, ("ann", "bob"), strict=True):
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.fill("#name", name)
                 page.fill("#room", "lobby")

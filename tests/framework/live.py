@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -168,19 +168,17 @@ class LiveClient:
         cookies = "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())
         if cookies:
             headers["cookie"] = cookies
-        try:
-            conn = ws_sync.connect(f"ws://127.0.0.1:{self.port}{url}",
-                                   subprotocols=subprotocols,  # type: ignore[arg-type]
-                                   additional_headers=headers, open_timeout=self.timeout,
-                                   close_timeout=2)
-        except InvalidStatus as exc:
-            response = exc.response
-            raise WebSocketDenied(response.status_code, response.body or b"",
-                                  list(response.headers.raw_items())) from None
-        try:
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(ws_sync.connect(
+                    f"ws://127.0.0.1:{self.port}{url}",
+                    subprotocols=subprotocols,  # type: ignore[arg-type]
+                    additional_headers=headers, open_timeout=self.timeout, close_timeout=2))
+            except InvalidStatus as exc:
+                response = exc.response
+                raise WebSocketDenied(response.status_code, response.body or b"",
+                                      list(response.headers.raw_items())) from None
             yield LiveWebSocket(conn, self.timeout)
-        finally:
-            conn.close()
 
     def close(self) -> None:
         self.http.close()

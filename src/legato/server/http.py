@@ -22,7 +22,7 @@ import enum
 import re
 from collections import deque
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import httptools
 
@@ -288,7 +288,8 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(400, "invalid request target")
         scope: dict[str, Any] = {
             "type": "http", "asgi": _ASGI, "http_version": version, "method": method,
-            "scheme": self.scheme, "path": unquote(raw_path.decode("latin-1")),
+            "scheme": self.scheme,
+            "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path, "query_string": url.query or b"",
             "root_path": self.config.root_path, "headers": self._headers,
             "client": self.client, "server": self.server,
