@@ -20,6 +20,7 @@ from .exceptions import HTTPError, MethodNotAllowed, NotFound
 from .params import Param, Plan, build_plan, is_model_type
 from .providers import Context, Providers, call_plan
 from .routing import Mount, Route, Router, WebSocketOptions
+from .scope import route_path
 
 __all__ = ["App"]
 
@@ -305,7 +306,7 @@ class App:
         from .http_endpoint import respond_error, serve_http  # noqa: PLC0415
         from .requests import Request  # noqa: PLC0415
 
-        match = self.router.match_http(scope["path"], scope["method"])
+        match = self.router.match_http(route_path(scope), scope["method"])
         if match.route is not None:
             await serve_http(self, match.route, match.params, scope, receive, send)
             return
@@ -330,7 +331,7 @@ class App:
             return
         from .ws_endpoint import serve_websocket  # noqa: PLC0415
 
-        match = self.router.match_websocket(scope["path"])
+        match = self.router.match_websocket(route_path(scope))
         if match.route is not None:
             await serve_websocket(self, match.route, match.params, scope, receive, send)
         elif match.mount is not None:
@@ -484,6 +485,6 @@ def _is_typing_form(tp: Any) -> bool:
 
 def _child_scope(scope: dict[str, Any], mount: Mount, subpath: str) -> dict[str, Any]:
     child = dict(scope)
+    # ASGI: the mounted app gets the full path and a root_path that ends at the mount.
     child["root_path"] = scope.get("root_path", "") + mount.prefix
-    child["path"] = subpath
     return child

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_document"]
 
+_TYPED_PARAM = re.compile(r"{(\w+):\w+}")
+
 
 def build_document(app: App) -> dict[str, Any]:
     channels: dict[str, Any] = {}
@@ -29,7 +31,9 @@ def build_document(app: App) -> dict[str, Any]:
     for route in app.router.websocket_routes():
         channel_id = _identifier(route.name or route.path, channels)
         settings = app.websocket_settings(route)
-        channel: dict[str, Any] = {"address": route.path, "messages": {}}
+        # AsyncAPI addresses use plain {name} expressions (no legato pattern types).
+        address = _TYPED_PARAM.sub(r"{\1}", route.path)
+        channel: dict[str, Any] = {"address": address, "messages": {}}
         doc = settings.summary or (route.endpoint.__doc__ or "").strip().split("\n")[0]
         if doc:
             channel["summary"] = doc

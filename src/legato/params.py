@@ -38,7 +38,8 @@ EMPTY: Any = inspect.Parameter.empty
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_PATTERN_TYPES: dict[str, Any] = {"int": int, "float": float, "uuid": UUID, "bool": bool}
+#: The types a route pattern can name (``{id:int}``), for parameters without annotation.
+PATTERN_TYPES: dict[str, Any] = {"int": int, "float": float, "uuid": UUID, "bool": bool}
 
 
 class ParameterError(BadRequest):
@@ -208,7 +209,7 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
         elif p.name in pattern_types:
             param.kind = Kind.PATH
             if ann is EMPTY:
-                ann = _PATTERN_TYPES.get(pattern_types[p.name], EMPTY)
+                ann = PATTERN_TYPES.get(pattern_types[p.name], EMPTY)
             param.convert = converter_for(ann)
         elif p.name in providers:
             param.kind = Kind.PROVIDER

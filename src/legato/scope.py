@@ -11,9 +11,26 @@ from typing import Any
 
 from .datastructures import URL, Address, Headers, QueryParams, parse_cookies
 
-__all__ = ["HTTPConnection"]
+__all__ = ["HTTPConnection", "route_path"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def route_path(scope: dict[str, Any]) -> str:
+    """The path below ``root_path``: what routes and mounts match.
+
+    ASGI: ``path`` is the full path and ``root_path`` the prefix the app is mounted at
+    (uvicorn, Starlette and legato's server all follow this), so an app strips it.
+    """
+    path = str(scope.get("path", "/"))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root):
+        rest = path[len(root):]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path
 
 
 class HTTPConnection:
@@ -32,7 +49,7 @@ class HTTPConnection:
 
     @property
     def path(self) -> str:
-        """The path, decoded, without ``root_path`` (what routes match)."""
+        """The full path, decoded (``root_path`` included, as ASGI says)."""
         return str(self.scope.get("path", "/"))
 
     @property
@@ -92,8 +109,8 @@ class HTTPConnection:
 
     @property
     def url(self) -> URL:
-        """The full URL (scheme, host, root_path + path, query string)."""
-        path = self.scope.get("root_path", "") + self.path
+        """The full URL (scheme, host, path, query string)."""
+        path = self.path
         query = self.scope.get("query_string", b"")
         url = f"{self.scheme}://{self.host}{path}"
         if query:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from .scope import route_path
 
 __all__ = ["StaticFiles"]
 
@@ -59,7 +60,7 @@ class StaticFiles:
 
     def lookup(self, scope: dict[str, Any]) -> Response:
         """The response for ``scope["path"]`` (blocking: runs in a worker thread)."""
-        path = str(scope.get("path", "/"))
+        path = route_path(scope)
         segments = safe_segments(path)
         if segments is None:
             return self._not_found()

@@ -133,6 +133,8 @@ class WebSocket(HTTPConnection):
         #: Called at accept for extra response headers (the App sets the session cookie).
         self.accept_headers: Callable[[], list[tuple[str, str]]] | None = None
         self._extension = "legato.websocket" in scope.get("extensions", {})
+        # legato's server enforces max_message_size itself (told at accept).
+        self._check_sizes = max_message_size is not None and not self._extension
 
     # ------------------------------------------------------------------ facts (W11)
 
@@ -257,7 +259,7 @@ class WebSocket(HTTPConnection):
             self._reader_busy = False
         if event["type"] != "websocket.receive":
             return self._not_a_message(event)
-        if self.max_message_size is not None:
+        if self._check_sizes:
             await self._check_size(event)
         return event
 
@@ -270,7 +272,7 @@ class WebSocket(HTTPConnection):
         event = self._pending.popleft() if self._pending else await self._read()
         if event["type"] != "websocket.receive":
             return self._not_a_message(event)
-        if self.max_message_size is not None:
+        if self._check_sizes:
             await self._check_size(event)
         return event
 
@@ -282,10 +284,18 @@ class WebSocket(HTTPConnection):
         raise RuntimeError(f"unexpected ASGI event {event['type']!r}")
 
     async def _check_size(self, event: dict[str, Any]) -> None:
+        """The limit, for servers that cannot be told it (legato's enforces it while
+        reading, before buffering: this is the fallback)."""
+        limit = self.max_message_size
+        assert limit is not None
         data = event.get("text")
-        size = len(data.encode("utf-8")) if data is not None else len(event.get("bytes") or b"")
-        assert self.max_message_size is not None
-        if size > self.max_message_size:
+        if data is not None:
+            # UTF-8 takes 1-4 bytes per character: only the unclear middle is encoded.
+            size = len(data) if len(data) * 4 <= limit or len(data) > limit else \
+                len(data.encode("utf-8"))
+        else:
+            size = len(event.get("bytes") or b"")
+        if size > limit:
             # RFC 6455 §7.4.1: 1009 for a message too big to process.
             await self._close_quietly(1009, "message too big")
             raise WebSocketDisconnect(1009, "message too big")

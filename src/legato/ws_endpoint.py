@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
-from .params import Plan
+from .params import PATTERN_TYPES, Kind, Param, Plan, convert, converter_for
 from .providers import Context, call_plan
 from .routing import Route
 from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
@@ -46,7 +46,7 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
         await _prepare(app, route, ws, ctx, opts)
         plan = app.plan_for(route)
         kwargs = await ctx.kwargs(plan)
-        _record_path_params(ws, plan, kwargs)
+        _record_path_params(ws, route, params, plan, kwargs)
         await _run_hooks(app, ctx)
         if opts.on_connect is not None:
             await _on_connect(app, ws, ctx, opts.on_connect)
@@ -83,10 +83,15 @@ async def _prepare(app: App, route: Route, ws: WebSocket, ctx: Context, opts: An
         ws.accept_headers = lambda: app.session_headers(ws.scope)
 
 
-def _record_path_params(ws: WebSocket, plan: Plan, kwargs: dict[str, Any]) -> None:
-    from .params import Kind  # noqa: PLC0415
-
+def _record_path_params(ws: WebSocket, route: Route, raw: dict[str, str], plan: Plan,
+                        kwargs: dict[str, Any]) -> None:
+    """W11: ``ws.path_params`` holds every path parameter, converted by the handler's
+    annotation where it names one, else by the pattern's type (``{n:int}``)."""
     path_params = ws.path_params
+    for name, value in raw.items():
+        tp = PATTERN_TYPES.get(route.pattern.types.get(name, "str"), str)
+        path_params[name] = convert(Param(name, Kind.PATH, convert=converter_for(tp)),
+                                    value, "path")
     for param in plan.params:
         if param.kind is Kind.PATH:
             path_params[param.name] = kwargs[param.name]

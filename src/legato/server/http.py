@@ -289,8 +289,11 @@ class HttpProtocol(asyncio.Protocol):
         scope: dict[str, Any] = {
             "type": "http", "asgi": _ASGI, "http_version": version, "method": method,
             "scheme": self.scheme,
-            "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
-            "raw_path": raw_path, "query_string": url.query or b"",
+            # ASGI: path includes root_path (as uvicorn sends it); apps strip it.
+            "path": self.config.root_path
+            + unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            "raw_path": self.config.root_path.encode("latin-1") + raw_path,
+            "query_string": url.query or b"",
             "root_path": self.config.root_path, "headers": self._headers,
             "client": self.client, "server": self.server,
             "state": dict(self.state.lifespan_state),
