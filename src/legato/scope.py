@@ -36,6 +36,8 @@ def route_path(scope: dict[str, Any]) -> str:
 class HTTPConnection:
     """Base of :class:`~legato.Request` and :class:`~legato.WebSocket`."""
 
+    __slots__ = ("scope", "_headers", "_query", "_cookies")
+
     def __init__(self, scope: dict[str, Any]) -> None:
         self.scope = scope
         self._headers: Headers | None = None

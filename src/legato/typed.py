@@ -16,14 +16,24 @@ from .exceptions import InvalidMessage
 
 __all__ = ["validator_for", "dump_value", "json_schema"]
 
-try:
-    import pydantic
-except ImportError:  # pragma: no cover - the extra is not installed
-    pydantic = None  # type: ignore[assignment]
+_pydantic: Any = False  # not looked for yet
+
+
+def _load_pydantic() -> Any:
+    """pydantic, imported on first use (it takes ~0.1 s), or None when not installed."""
+    global _pydantic
+    if _pydantic is False:
+        try:
+            import pydantic  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - the extra is not installed
+            pydantic = None  # type: ignore[assignment]
+        _pydantic = pydantic
+    return _pydantic
 
 
 def validator_for(tp: Any) -> Callable[[Any], Any]:
     """A function JSON value → instance of ``tp``, raising :class:`InvalidMessage`."""
+    pydantic = _load_pydantic()
     if pydantic is not None:
         adapter = pydantic.TypeAdapter(tp)
 
@@ -61,11 +71,8 @@ def dump_value(value: Any) -> Any:
     if hasattr(value, "model_dump") and not isinstance(value, type):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if pydantic is not None:
-            return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
         return dataclasses.asdict(value)
-    if pydantic is not None and isinstance(value, list) and value and \
-            hasattr(value[0], "model_dump"):
+    if isinstance(value, list) and value and hasattr(value[0], "model_dump"):
         return [dump_value(v) for v in value]
     return value
 
@@ -78,6 +85,7 @@ def json_schema(tp: Any) -> dict[str, Any]:
         return {"type": "string", "format": "binary"}
     if tp == "json":
         return {}
+    pydantic = _load_pydantic()
     if pydantic is None:
         return {"title": getattr(tp, "__name__", str(tp))}
     schema: dict[str, Any] = pydantic.TypeAdapter(tp).json_schema(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,10 @@ __all__ = ["WebSocket", "WebSocketState", "Close", "ws_send", "ws_close", "ws_ac
            "Rejected"]
 
 logger = logging.getLogger("legato.websocket")
+
+#: Validators of typed messages, by type, shared by all connections (building one is
+#: far more expensive than a message).
+_VALIDATORS: dict[Any, Callable[[Any], Any]] = {}
 
 #: Messages wait_closed() keeps for a handler that has not read them yet; beyond this it
 #: stops reading, so the server's receive queue pushes back on the peer (TCP).
@@ -104,6 +107,13 @@ class WebSocket(HTTPConnection):
     model / dataclass type (JSON validated into it, W14).
     """
 
+    __slots__ = (
+        "_receive", "_send", "state", "receive_type", "send_type", "caught_close_codes",
+        "max_message_size", "subprotocol", "close_code", "close_reason", "client_closed",
+        "opened", "_connect_seen", "_pending", "_reader_busy", "_waiters",
+        "_disconnect_seen", "accept_headers", "_extension", "_check_sizes", "__weakref__",
+    )
+
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Any],
                  send: Callable[[dict[str, Any]], Any], *, receive_type: Any = None,
                  send_type: Any = None, caught_close_codes: Sequence[int] | str = (1000, 1001),
@@ -126,10 +136,12 @@ class WebSocket(HTTPConnection):
         #: True once accepted: lifecycle callbacks run only for connections that opened.
         self.opened = False
         self._connect_seen = False
-        self._pending: deque[dict[str, Any]] = deque()
+        # Events read ahead by wait_closed() (a short list: it stays small, and an empty
+        # list costs far less than a deque per idle connection).
+        self._pending: list[dict[str, Any]] = []
         self._reader_busy = False  # a task is inside self._receive()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._validators: dict[Any, Callable[[Any], Any]] = {}
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._disconnect_seen = False
         #: Called at accept for extra response headers (the App sets the session cookie).
         self.accept_headers: Callable[[], list[tuple[str, str]]] | None = None
         self._extension = "legato.websocket" in scope.get("extensions", {})
@@ -224,7 +236,7 @@ class WebSocket(HTTPConnection):
         if self.state is CONNECTING:
             await self._consume_connect()
         if self._pending:
-            event = self._pending.popleft()
+            event = self._pending.pop(0)
         elif self.state is CLOSED and self.close_code is not None and self._connect_seen \
                 and self._disconnect_seen:
             raise WebSocketDisconnect(self.close_code, self.close_reason)
@@ -235,13 +247,11 @@ class WebSocket(HTTPConnection):
             self._disconnect_seen = True
         return event
 
-    _disconnect_seen = False
-
     async def _read(self) -> dict[str, Any]:
         if self._reader_busy:  # wait_closed() is reading: take what it keeps for us
             while not self._pending:
                 await self._wait()
-            return self._pending.popleft()
+            return self._pending.pop(0)
         self._reader_busy = True
         try:
             return await self._receive()  # type: ignore[no-any-return]
@@ -269,7 +279,7 @@ class WebSocket(HTTPConnection):
                                "with `async for`, which accepts)")
         if self.state is CLOSED and not self._pending:
             raise WebSocketDisconnect(self.close_code or 1006, self.close_reason)
-        event = self._pending.popleft() if self._pending else await self._read()
+        event = self._pending.pop(0) if self._pending else await self._read()
         if event["type"] != "websocket.receive":
             return self._not_a_message(event)
         if self._check_sizes:
@@ -337,9 +347,9 @@ class WebSocket(HTTPConnection):
             raise InvalidMessage(f"message is not valid JSON: {exc}") from None
         if kind == "json":
             return value
-        validate = self._validators.get(kind)
+        validate = _VALIDATORS.get(kind)
         if validate is None:
-            validate = self._validators[kind] = validator_for(kind)
+            validate = _VALIDATORS[kind] = validator_for(kind)
         return validate(value)
 
     # ----------------------------------------------------------------------- sending
@@ -363,13 +373,20 @@ class WebSocket(HTTPConnection):
         """Send one message, encoded per the route's ``send_type`` (W3)."""
         kind = self.send_type
         if kind is None:
-            if isinstance(data, str):
-                await self._deliver({"type": "websocket.send", "text": data})
+            if type(data) is str:
+                event: dict[str, Any] = {"type": "websocket.send", "text": data}
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                event = {"type": "websocket.send", "bytes": bytes(data)}
+            else:
+                await self.send_json(data)
                 return
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                await self._deliver({"type": "websocket.send", "bytes": bytes(data)})
-                return
-            kind = "json"
+            if self.state is not OPEN:
+                await self._not_open()
+            try:
+                await self._send(event)
+            except Exception as exc:  # noqa: BLE001 - see _send_failed
+                await self._send_failed(exc)
+            return
         if kind == "text":
             await self.send_text(data)
         elif kind == "bytes":
@@ -401,12 +418,16 @@ class WebSocket(HTTPConnection):
             await self._not_open()
         try:
             await self._send(event)
-        except Exception as exc:  # noqa: BLE001 - any server's "peer gone" error
-            if isinstance(exc, (TypeError, ValueError)):
-                raise
-            # W16: a send to a peer that left raises WebSocketDisconnect with its code.
-            code = await self._learn_close_code()
-            raise WebSocketDisconnect(code, self.close_reason) from exc
+        except Exception as exc:  # noqa: BLE001 - see _send_failed
+            await self._send_failed(exc)
+
+    async def _send_failed(self, exc: Exception) -> None:
+        """W16: a send to a peer that left raises WebSocketDisconnect with its code
+        (servers signal it differently: legato's ClientDisconnected, uvicorn's, ...)."""
+        if isinstance(exc, (TypeError, ValueError)):
+            raise exc
+        code = await self._learn_close_code()
+        raise WebSocketDisconnect(code, self.close_reason) from exc
 
     async def _not_open(self) -> None:
         if self.state is CONNECTING:
@@ -497,11 +518,15 @@ class WebSocket(HTTPConnection):
 
     async def _wait(self) -> None:
         future = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(future)
         await future
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, None
+        if not waiters:
+            return
         for future in waiters:
             if not future.done():
                 future.set_result(None)
@@ -513,6 +538,18 @@ class WebSocket(HTTPConnection):
 
     async def __anext__(self) -> Any:
         """W4: accepts first if needed; ends quietly on a normal closure."""
+        if self.state is OPEN and self.receive_type is None and not self._pending \
+                and not self._reader_busy and not self._check_sizes:
+            # The common loop, inlined (it is the per-message cost of every handler).
+            self._reader_busy = True
+            try:
+                event = await self._receive()
+            finally:
+                self._reader_busy = False
+            if event["type"] == "websocket.receive":
+                text = event.get("text")
+                return text if text is not None else event.get("bytes") or b""
+            self._pending.insert(0, event)  # a disconnect: the general path below
         if self.state is CONNECTING:
             await self.accept()
         try:

@@ -52,7 +52,15 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             await _on_connect(app, ws, ctx, opts.on_connect)
         if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
             await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
-        await _run_handler(plan, kwargs, ws)
+        # The handler runs in this frame (no helper coroutine): an idle connection's
+        # memory is mostly the frames it waits in.
+        result = plan.func(**kwargs)
+        del kwargs
+        if plan.is_async_gen:
+            await _drive_generator(ws, result)
+        elif plan.is_coroutine or hasattr(result, "__await__"):
+            await result
+        del result
         await ws.ensure_closed(1000)
     except Rejected:
         pass
@@ -127,14 +135,6 @@ def _pick_subprotocol(ws: WebSocket, supported: list[str] | None) -> str | None:
         if name in offered:
             return name
     return None
-
-
-async def _run_handler(plan: Plan, kwargs: dict[str, Any], ws: WebSocket) -> None:
-    result = plan.func(**kwargs)
-    if plan.is_async_gen:
-        await _drive_generator(ws, result)
-    elif plan.is_coroutine or hasattr(result, "__await__"):
-        await result
 
 
 async def _drive_generator(ws: WebSocket, gen: Any) -> None:

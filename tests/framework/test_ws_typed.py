@@ -193,7 +193,8 @@ def test_W14_value_type_model_reads_and_writes_the_model(connect):
 def test_W14_dataclasses_work_without_pydantic(monkeypatch):
     # pydantic is an optional extra (typed.py): without it dataclass fields are checked
     # by name. Driven over a bare ASGI pair, so no server shares the patched module.
-    monkeypatch.setattr(legato.typed, "pydantic", None)
+    monkeypatch.setattr(legato.typed, "_pydantic", None)
+    monkeypatch.setattr(legato.websocket, "_VALIDATORS", {})  # validators are cached
 
     async def run(*messages: Any) -> list[Any]:
         events = iter([{"type": "websocket.connect"},
