@@ -459,9 +459,6 @@ def test_W3_value_type_must_name_a_known_type():
 def test_W4_async_for_accepts_then_ends_quietly_on_a_normal_close(connect, mode, code):
     # A Close frame without a status code reaches the app as 1005 and counts as 1000
     # (websocket.py docstring): it is what browsers send for ws.close() without a code.
-    if code == 1005 and mode == "testclient":
-        pytest.skip("TestClient.close() cannot send a Close without a status code "
-                    "(see test_W4_a_close_without_status_code_counts_as_normal)")
     app = App()
     probe = Probe()
 
@@ -476,10 +473,7 @@ def test_W4_async_for_accepts_then_ends_quietly_on_a_normal_close(connect, mode,
     with client.websocket_connect("/ws") as session:
         session.send_text("ping")
         assert session.receive_text() == "ping"
-        if code == 1005:
-            session.conn.close(None)  # websockets' spelling of a Close without a code
-        else:
-            session.close(code)
+        session.close(code)  # 1005: a Close frame without a status code
     assert probe.wait_for() == [("ended quietly", code)]
     assert wrapped.calls.wait_for() == ["returned"]
 
@@ -791,8 +785,6 @@ def test_W8_caught_close_codes_decide_which_closes_end_async_for_quietly(connect
 
 
 def test_W8_a_dropped_connection_is_1006_and_caught_only_where_listed(connect, mode):
-    if mode == "testclient":
-        pytest.skip("the TestClient has no way to drop a connection without a Close frame")
     app = App()
     probe = Probe()
 
@@ -810,8 +802,12 @@ def test_W8_a_dropped_connection_is_1006_and_caught_only_where_listed(connect, m
     route("listed", caught_close_codes=(1000, 1006))
     client = connect(app)
     for path in ("/default", "/listed"):
-        with dead_peer(client.port, path):
-            pass  # the socket closes without a Close frame
+        if mode == "testclient":
+            with client.websocket_connect(path) as session:
+                session.drop()  # the connection ends without a Close frame
+        else:
+            with dead_peer(client.port, path):
+                pass  # the socket closes without a Close frame
     assert sorted(probe.wait_for(2)) == [("default", 1006, "raised 1006"),
                                          ("listed", 1006, "ended")]
 
