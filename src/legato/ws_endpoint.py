@@ -41,17 +41,9 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
     ws = WebSocket(scope, receive, send, receive_type=opts.receive_type,
                    send_type=opts.send_type, caught_close_codes=opts.caught_close_codes,
                    max_message_size=opts.max_message_size)
-    ctx = Context(app, scope, websocket=ws, path_params=params)
+    ctx: Context | None = None
     try:
-        await _prepare(app, route, ws, ctx, opts)
-        plan = app.plan_for(route)
-        kwargs = await ctx.kwargs(plan)
-        _record_path_params(ws, route, params, plan, kwargs)
-        await _run_hooks(app, ctx)
-        if opts.on_connect is not None:
-            await _on_connect(app, ws, ctx, opts.on_connect)
-        if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
-            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
+        ctx, plan, kwargs = await _open(app, route, params, ws, opts)
         # The handler runs in this frame (no helper coroutine): an idle connection's
         # memory is mostly the frames it waits in.
         result = plan.func(**kwargs)
@@ -77,10 +69,38 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             await _crashed(app, ws, exc)
         raise
     finally:
-        await _finish(app, ws, ctx, opts)
+        if ctx is not None or opts.on_close is not None or opts.on_disconnect is not None:
+            await _finish(app, ws, ctx, opts, params)
 
 
-async def _prepare(app: App, route: Route, ws: WebSocket, ctx: Context, opts: Any) -> None:
+async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, opts: Any
+                ) -> tuple[Context | None, Plan, dict[str, Any]]:
+    """Everything before the handler: checks, parameters, hooks, on_connect, accept.
+
+    Returns the context only when something must be torn down later (request-scoped
+    providers), so an idle connection does not keep it.
+    """
+    ctx = Context(app, ws.scope, websocket=ws, path_params=params)
+    try:
+        if opts.allowed_origins is not None or app.sessions is not None:
+            _prepare(app, ws, opts)
+        plan = app.plan_for(route)
+        kwargs = await ctx.kwargs(plan)
+        if params:
+            _record_path_params(ws, route, params, plan, kwargs)
+        if app.websocket_hooks:
+            await _run_hooks(app, ctx)
+        if opts.on_connect is not None:
+            await _on_connect(app, ws, ctx, opts.on_connect)
+        if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
+            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
+    except BaseException:
+        await ctx.aclose()
+        raise
+    return (ctx if ctx.stack is not None else None), plan, kwargs
+
+
+def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
     if opts.allowed_origins is not None:
         origin = ws.headers.get("origin")
         if origin is not None and origin not in opts.allowed_origins:
@@ -179,8 +199,11 @@ async def _crashed(app: App, ws: WebSocket, exc: Exception) -> None:
         await ws.ensure_closed(1011, "internal error")
 
 
-async def _finish(app: App, ws: WebSocket, ctx: Context, opts: Any) -> None:
+async def _finish(app: App, ws: WebSocket, ctx: Context | None, opts: Any,
+                  params: dict[str, str]) -> None:
     code = ws.close_code if ws.close_code is not None else 1006
+    if ctx is None:
+        ctx = Context(app, ws.scope, websocket=ws, path_params=params)
     ctx.extras = {"code": code, "reason": ws.close_reason}
     try:
         opened = ws.opened
