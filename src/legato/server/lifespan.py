@@ -57,7 +57,9 @@ class Lifespan:
             if not self._startup.done():
                 if self.mode == "auto":
                     self.supported = False
-                    logger.debug("ASGI lifespan not supported by the app (%r)", exc)
+                    # Said at info level: a startup bug would otherwise pass unnoticed.
+                    logger.info("ASGI lifespan unsupported by the app; serving without "
+                                "it (%r)", exc)
                 else:
                     self.failed = repr(exc)
                     logger.exception("exception in lifespan startup", exc_info=exc)

@@ -54,6 +54,7 @@ def configure_logging(level: str = "info", access_log: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
+        root.propagate = False  # our handler prints it; the root logger's would repeat it
     root.setLevel(level.upper())
     logging.getLogger("legato.access").setLevel(logging.INFO if access_log else logging.WARNING)
 
