@@ -53,7 +53,8 @@ class App:
                  ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
                  allowed_origins: Sequence[str] | None = None,
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
-                 hub: str = "memory://") -> None:
+                 hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
+                 hub_policy: str = "drop_oldest", hub_buffer: int = 256) -> None:
         self.websocket_enabled = websocket
         self.debug = debug
         self.docs = docs
@@ -66,6 +67,9 @@ class App:
         self.allowed_origins = list(allowed_origins) if allowed_origins is not None else None
         self.caught_close_codes = caught_close_codes
         self.hub_url = hub
+        self._hub_options: dict[str, Any] = {"envelope": hub_envelope, "history": hub_history,
+                             "policy": hub_policy, "buffer": hub_buffer}
+        self._hub: Any = None
         self.router = Router()
         self.providers = Providers()
         self.http_hooks: list[Callable[..., Any]] = []
@@ -223,6 +227,15 @@ class App:
             return func
 
         return register
+
+    @property
+    def hub(self) -> Any:
+        """The pub/sub hub (SPEC §6), made on first use with the App's hub settings."""
+        if self._hub is None:
+            from .hub import Hub  # noqa: PLC0415
+
+            self._hub = Hub(self.hub_url, **self._hub_options)
+        return self._hub
 
     # ------------------------------------------------------------------- plumbing
 
@@ -397,6 +410,7 @@ class App:
     async def startup(self) -> None:
         """Startup hooks, then app-scoped providers (H5, R10)."""
         ctx = Context(self, {"type": "lifespan", "app": self})
+        await self.hub.start()  # first: startup hooks may publish
         for hook in self.startup_hooks:
             await call_plan(self.plan_for_callable(hook), ctx)
         await self.providers.startup(ctx)
@@ -408,6 +422,8 @@ class App:
                 await call_plan(self.plan_for_callable(hook), ctx)
         finally:
             await self.providers.shutdown()
+            if self._hub is not None:
+                await self._hub.stop()
 
     # --------------------------------------------------------------------- W17
 

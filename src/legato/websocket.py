@@ -549,7 +549,14 @@ class WebSocket(HTTPConnection):
             if event["type"] == "websocket.receive":
                 text = event.get("text")
                 return text if text is not None else event.get("bytes") or b""
-            self._pending.insert(0, event)  # a disconnect: the general path below
+            if event["type"] == "websocket.disconnect":  # the end, without detours
+                self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
+                self._disconnect_seen = True
+                code = self.close_code or 1005
+                if is_caught(code, self.caught_close_codes):
+                    raise StopAsyncIteration
+                raise WebSocketDisconnect(code, self.close_reason)
+            self._pending.insert(0, event)  # anything else: the general path below
         if self.state is CONNECTING:
             await self.accept()
         try:

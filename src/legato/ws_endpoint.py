@@ -69,6 +69,9 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             await _crashed(app, ws, exc)
         raise
     finally:
+        hub = app._hub
+        if hub is not None:
+            await hub.forget(ws)  # P1: a closed connection leaves all its topics
         if ctx is not None or opts.on_close is not None or opts.on_disconnect is not None:
             await _finish(app, ws, ctx, opts, params)
 

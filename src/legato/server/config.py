@@ -70,6 +70,9 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     #: "auto": run the ASGI lifespan protocol if the app supports it; "on"; "off".
     lifespan: str = "auto"
+    #: After startup, gc.freeze() what exists (modules, app): full GC passes then scan
+    #: only per-connection objects, which keeps their cost flat as the app grows.
+    gc_freeze: bool = True
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     root_path: str = ""

@@ -166,6 +166,9 @@ class HttpProtocol(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        websocket = self.websocket
+        if websocket is not None and websocket.on_writable is not None:
+            websocket.on_writable()
 
     # ---------------------------------------------------------------- httptools callbacks
 

@@ -56,7 +56,7 @@ class WebSocketSession:
         "http", "loop", "config", "phase", "conn", "offer", "scope", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
-        "_denial_body",
+        "_denial_body", "on_writable",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -79,6 +79,9 @@ class WebSocketSession:
         self._ping_payload: bytes | None = None
         self._denial: list[bytes] | None = None
         self._denial_body: list[bytes] = []
+        #: Called when the transport's write buffer drains below its low-water mark
+        #: (the hub flushes a connection's outbox then; no task per subscriber).
+        self.on_writable: Any = None
         http.pause_reading()  # nothing to read until the app accepts
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
@@ -96,7 +99,8 @@ class WebSocketSession:
         scope["scheme"] = "wss" if http.scheme == "https" else "ws"
         scope["subprotocols"] = self.offer.subprotocols
         # "legato.websocket": accept may carry per-route settings (legato.max_message_size).
-        scope["extensions"] = {"websocket.http.response": {}, "legato.websocket": {}}
+        scope["extensions"] = {"websocket.http.response": {},
+                               "legato.websocket": {"session": self}}
         del scope["method"]
         self.scope = scope
         http.state.spawn(self.run(http.state.app))
@@ -185,6 +189,27 @@ class WebSocketSession:
             self._deny_body(message)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in a websocket scope")
+
+    # ------------------------------------------------------- native writes (the hub)
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write an encoded server frame now, without a coroutine; False when the
+        connection is no longer open. Callers check :attr:`write_paused` first and keep
+        their own bounded queue while it is set (see legato.hub)."""
+        conn = self.conn
+        if self.phase is not Phase.OPEN or conn is None:
+            return False
+        self.http.write(conn.send_prepared(frame))
+        return True
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's buffer is above its high-water mark: the peer is slow."""
+        return bool(self.http.write_paused)
+
+    @property
+    def is_open(self) -> bool:
+        return self.phase is Phase.OPEN
 
     # -------------------------------------------------------------------- handshake
 

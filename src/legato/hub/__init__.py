@@ -1,0 +1,364 @@
+"""The hub: rooms and broadcast, in one process or across many (SPEC §6, P1-P7).
+
+::
+
+    await app.hub.publish("room:lobby", {"user": "ann", "text": "hi"})
+
+    @app.websocket("/rooms/{room}")
+    async def room(ws, room: str, since: str | None = None):
+        async with app.hub.subscribe(ws, f"room:{room}", since=since, presence=ws.client):
+            async for message in ws:
+                await app.hub.publish(f"room:{room}", message)
+
+Messages go through the backend (``memory://`` in-process, ``redis://`` across
+processes and hosts), which gives each an id; every process then delivers it to its
+local subscribers, encoding the frame once for all of them (outbox.py). By default a
+subscriber receives an envelope, ``{"topic": ..., "id": ..., "data": ...}``, so a client
+can resume with ``since=<last id>`` (P5); ``App(hub_envelope=False)`` sends the message
+alone (text as text, other values as JSON). ``bytes`` messages always go as they are, in
+binary frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from .. import jsoncodec
+from ..typed import dump_value
+from .backend import Backend, HubUnavailable, MemoryBackend
+from .outbox import POLICIES, Delivery, Outbox
+
+if TYPE_CHECKING:
+    from ..websocket import WebSocket
+
+__all__ = ["Hub", "HubUnavailable", "Subscription", "TopicSettings", "backend_for"]
+
+logger = logging.getLogger("legato.hub")
+
+
+@dataclass
+class TopicSettings:
+    """Per topic (or topic prefix ending in ``*``): how much history to keep and what a
+    full subscriber buffer does (outbox.py)."""
+
+    history: int = 0
+    policy: str = "drop_oldest"
+    buffer: int = 256
+    close_code: int = 1013
+
+
+def backend_for(url: str) -> Backend:
+    """``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS)."""
+    if url.startswith("memory:"):
+        return MemoryBackend()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisBackend  # noqa: PLC0415 - needs the 'redis' extra
+
+        return RedisBackend(url)
+    raise ValueError(f"unknown hub backend {url!r}: use memory:// or redis://...")
+
+
+class Subscription:
+    """``await hub.subscribe(...)`` stays subscribed until the connection ends;
+    ``async with hub.subscribe(...)`` leaves on exit."""
+
+    def __init__(self, hub: Hub, ws: WebSocket, topic: str, since: str | None,
+                 presence: Any) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.topic = topic
+        self.since = since
+        self.presence = presence
+
+    def __await__(self) -> Generator[Any, None, Subscription]:
+        yield from self.hub._subscribe(self).__await__()
+        return self
+
+    async def __aenter__(self) -> Subscription:
+        await self.hub._subscribe(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.hub.unsubscribe(self.ws, self.topic)
+
+
+class Hub:
+    """Topics, their local subscribers, and the backend that links processes."""
+
+    def __init__(self, url: str = "memory://", *, envelope: bool = True,
+                 history: int = 0, policy: str = "drop_oldest", buffer: int = 256,
+                 close_code: int = 1013) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        self.url = url
+        self.backend: Any = backend_for(url)
+        self.envelope = envelope
+        self.defaults = TopicSettings(history, policy, buffer, close_code)
+        self._settings: dict[str, TopicSettings] = {}
+        self._subscribers: dict[str, set[Outbox]] = {}
+        self._outboxes: dict[Any, Outbox] = {}
+        self._members: dict[tuple[Any, str], str] = {}
+        self._started = False
+        self._starting: asyncio.Lock | None = None
+        self.process_id = uuid4().hex[:12]
+        # P7 counters.
+        self.published = 0
+        self.delivered_messages = 0
+        self.dropped = 0
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    # ----------------------------------------------------------------- settings
+
+    def configure(self, topic: str, *, history: int | None = None,
+                  policy: str | None = None, buffer: int | None = None,
+                  close_code: int | None = None) -> None:
+        """Settings for ``topic``, or every topic starting with a prefix ending in '*'."""
+        if policy is not None and policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        if close_code is not None and close_code not in (1008, 1013):
+            raise ValueError("close_code is 1008 (policy violation) or 1013 (try later)")
+        base = self.settings(topic)
+        self._settings[topic] = TopicSettings(
+            base.history if history is None else history,
+            base.policy if policy is None else policy,
+            base.buffer if buffer is None else buffer,
+            base.close_code if close_code is None else close_code)
+
+    def settings(self, topic: str) -> TopicSettings:
+        found = self._settings.get(topic)
+        if found is not None:
+            return found
+        best = ""
+        for pattern in self._settings:
+            if pattern.endswith("*") and topic.startswith(pattern[:-1]) \
+                    and len(pattern) > len(best):
+                best = pattern
+        return self._settings[best] if best else self.defaults
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self._started:
+                await self.backend.start(self._deliver, self._event)
+                self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        for outbox in list(self._outboxes.values()):
+            outbox.close()
+        self._outboxes.clear()
+        self._subscribers.clear()
+        await self.backend.stop()
+        self._started = False
+
+    def _event(self, kind: str, details: dict[str, Any]) -> None:
+        """Backend events (disconnected, reconnected...): logged, kept, counted."""
+        self.events.append((kind, details))
+        del self.events[:-100]
+        log = logger.warning if kind in ("disconnected", "gap") else logger.info
+        log("hub %s: %s %s", self.url, kind, details)
+
+    # ---------------------------------------------------------------- publishing
+
+    async def publish(self, topic: str, message: Any) -> str:
+        """Send ``message`` to every subscriber of ``topic`` in every process; return
+        its id. ``HubUnavailable`` when the broker is unreachable (nothing was sent)."""
+        if not self._started:
+            await self.start()
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            payload: str | bytes = bytes(message)
+        elif isinstance(message, str) and not self.envelope:
+            payload = message
+        else:
+            payload = jsoncodec.dumps_str(dump_value(message))
+        message_id: str = await self.backend.publish(
+            topic, payload, history=self.settings(topic).history)
+        self.published += 1
+        return message_id
+
+    def _data_for(self, topic: str, message_id: str, payload: str | bytes) -> str | bytes:
+        if self.envelope and isinstance(payload, str):
+            return (f'{{"topic":{jsoncodec.dumps_str(topic)},"id":"{message_id}",'
+                    f'"data":{payload}}}')
+        return payload
+
+    def _deliver(self, topic: str, message_id: str, payload: str | bytes) -> None:
+        """The backend's callback: one message for this process's subscribers."""
+        outboxes = self._subscribers.get(topic)
+        if not outboxes:
+            return
+        item = Delivery(topic, message_id, self._data_for(topic, message_id, payload))
+        for outbox in list(outboxes):
+            outbox.deliver(item)
+        self.delivered_messages += len(outboxes)
+
+    # ------------------------------------------------------------- subscriptions
+
+    def subscribe(self, ws: WebSocket, topic: str, since: str | None = None, *,
+                  presence: Any = None) -> Subscription:
+        """Subscribe ``ws`` to ``topic`` (await it, or use it with ``async with``).
+
+        ``since``: the id of the last message the client saw; what it missed is sent
+        first, in order, then live messages (P5; needs the topic's ``history``).
+        ``presence``: what ``presence(topic)`` shows for this connection (P6).
+        """
+        return Subscription(self, ws, topic, since, presence)
+
+    def _outbox(self, ws: WebSocket, topic: str) -> Outbox:
+        outbox = self._outboxes.get(ws)
+        if outbox is None:
+            s = self.settings(topic)
+            outbox = self._outboxes[ws] = Outbox(ws, self, s.buffer, s.policy, s.close_code)
+        return outbox
+
+    async def _subscribe(self, sub: Subscription) -> None:
+        if not self._started:
+            await self.start()
+        ws, topic = sub.ws, sub.topic
+        if ws.state.name != "OPEN":
+            if ws.state.name == "CONNECTING":
+                await ws.accept()
+            else:
+                raise RuntimeError("cannot subscribe a closed WebSocket")
+        outbox = self._outbox(ws, topic)
+        if topic in outbox.topics:
+            return
+        subscribers = self._subscribers.get(topic)
+        first = not subscribers
+        if sub.since is not None:
+            # P5: hold live messages while the history is read, then send history and
+            # the held messages in order, without repeats.
+            await self._replay(outbox, sub)
+        else:
+            self._subscribers.setdefault(topic, set()).add(outbox)
+            outbox.topics.add(topic)
+        if first:
+            await self.backend.listen(topic)
+        if sub.presence is not None:
+            member = f"{self.process_id}:{id(ws):x}"
+            self._members[(ws, topic)] = member
+            await self.backend.join(topic, member, sub.presence)
+
+    async def _replay(self, outbox: Outbox, sub: Subscription) -> None:
+        held: list[Delivery] = []
+        topic = sub.topic
+
+        class _Holder:
+            closed = False
+
+            def deliver(self, item: Delivery) -> None:
+                held.append(item)
+
+        holder: Any = _Holder()
+        self._subscribers.setdefault(topic, set()).add(holder)
+        try:
+            await self.backend.listen(topic)
+            missed = await self.backend.history(topic, sub.since)
+        finally:
+            self._subscribers[topic].discard(holder)
+        seen: set[str] = set()
+        for message_id, payload in missed:
+            seen.add(message_id)
+            outbox.deliver(Delivery(topic, message_id,
+                                    self._data_for(topic, message_id, payload)))
+        self._subscribers.setdefault(topic, set()).add(outbox)
+        outbox.topics.add(topic)
+        for item in held:
+            if item.id not in seen:
+                outbox.deliver(item)
+
+    async def unsubscribe(self, ws: WebSocket, topic: str) -> None:
+        outbox = self._outboxes.get(ws)
+        if outbox is None or topic not in outbox.topics:
+            return
+        outbox.topics.discard(topic)
+        await self._leave(outbox, topic)
+        if not outbox.topics:
+            outbox.close()
+            self._outboxes.pop(ws, None)
+
+    async def _leave(self, outbox: Outbox, topic: str) -> None:
+        subscribers = self._subscribers.get(topic)
+        if subscribers is not None:
+            subscribers.discard(outbox)
+            if not subscribers:
+                del self._subscribers[topic]
+                await self._quietly(self.backend.unlisten(topic))
+        member = self._members.pop((outbox.ws, topic), None)
+        if member is not None:
+            await self._quietly(self.backend.leave(topic, member))
+
+    async def forget(self, ws: WebSocket) -> None:
+        """The connection ended: leave all its topics (P1: no leak)."""
+        outbox = self._outboxes.pop(ws, None)
+        if outbox is None:
+            return
+        outbox.close()
+        for topic in list(outbox.topics):
+            await self._leave(outbox, topic)
+        outbox.topics.clear()
+
+    def _gone(self, outbox: Outbox) -> None:
+        """A write found the connection closed: stop delivering to it now."""
+        outbox.closed = True
+        for topic in outbox.topics:
+            subscribers = self._subscribers.get(topic)
+            if subscribers is not None:
+                subscribers.discard(outbox)
+
+    async def _quietly(self, call: Any) -> None:
+        try:
+            await call
+        except HubUnavailable:
+            logger.info("hub: broker unreachable while leaving a topic (expires on its own)")
+
+    # ------------------------------------------------------------- queries
+
+    async def presence(self, topic: str) -> list[Any]:
+        """Who is subscribed to ``topic`` with a presence value, in every process."""
+        members = await self.backend.members(topic)
+        return list(members.values())
+
+    async def history(self, topic: str, since: str | None = None,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+        """Kept messages of ``topic`` after ``since``: ``[{"id": ..., "data": ...}]``."""
+        if not self._started:
+            await self.start()
+        out = []
+        for message_id, payload in await self.backend.history(topic, since, limit):
+            data: Any = payload
+            if isinstance(payload, str) and self.envelope:
+                data = jsoncodec.loads(payload)
+            out.append({"id": message_id, "data": data})
+        return out
+
+    def depth(self, ws: WebSocket) -> int:
+        """Messages waiting for ``ws`` (P3)."""
+        outbox = self._outboxes.get(ws)
+        return outbox.depth if outbox is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges for /metrics (P7)."""
+        depths = [o.depth for o in self._outboxes.values()]
+        return {
+            "topics": len(self._subscribers),
+            "subscriptions": sum(len(s) for s in self._subscribers.values()),
+            "connections": len(self._outboxes),
+            "published": self.published,
+            "delivered": self.delivered_messages,
+            "dropped": self.dropped,
+            "queued": sum(depths),
+            "max_queue_depth": max(depths, default=0),
+            "backend_reconnects": getattr(self.backend, "reconnects", 0),
+        }
