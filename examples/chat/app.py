@@ -1,58 +1,31 @@
-"""The chat example that `make run` starts: rooms, an HTML + JavaScript client, and every
-message broadcast to everyone in the room.
+"""The chat example that `make run` starts: rooms, an HTML + JavaScript client, every
+message broadcast to everyone in the room through the hub, with history so a reloaded
+page catches up.
 
-    python examples/chat/app.py            # http://127.0.0.1:8000
+    python examples/chat/app.py                     # http://127.0.0.1:8000
 
-Open the page in two tabs, pick the same room, and talk. Each room is a set of open
-WebSockets kept by an app-scoped provider; a message is encoded once and sent to each
-member (the built-in server reuses the encoded frame for all of them).
+The same chat across processes (and hosts), through Redis:
+
+    LEGATO_HUB=redis://127.0.0.1:6379/0 legato run app:app --workers 2   # in examples/chat
+
+Open the page in two tabs, pick the same room, and talk; reload a tab and it gets what it
+missed (the page remembers the id of the last message it saw and resumes with since=).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
-from typing import Any
 
-from legato import App, FileResponse, WebSocket, WebSocketDisconnect, jsoncodec
+from legato import App, FileResponse, WebSocket
 
 HERE = Path(__file__).parent
 MAX_TEXT = 2000  # characters per chat message; longer ones are cut
 
-app = App()
+app = App(hub=os.environ.get("LEGATO_HUB", "memory://"), hub_history=100)
 app.static("/static", str(HERE / "static"))
-
-
-class Rooms:
-    """Who is in which room; the only state the chat keeps."""
-
-    def __init__(self) -> None:
-        self.members: dict[str, set[WebSocket]] = {}
-
-    def join(self, room: str, ws: WebSocket) -> int:
-        self.members.setdefault(room, set()).add(ws)
-        return len(self.members[room])
-
-    def leave(self, room: str, ws: WebSocket) -> int:
-        members = self.members.get(room, set())
-        members.discard(ws)
-        if not members:
-            self.members.pop(room, None)
-        return len(members)
-
-    async def broadcast(self, room: str, event: dict[str, Any]) -> None:
-        text = jsoncodec.dumps_str(event)  # encoded once, the same text for everyone
-        for ws in list(self.members.get(room, ())):
-            try:
-                await ws.send_text(text)
-            except WebSocketDisconnect:
-                self.leave(room, ws)  # left while we were sending: its handler cleans up too
-
-
-@app.provider(scope="app")
-def rooms() -> Rooms:
-    return Rooms()
 
 
 @app.route("/")
@@ -61,20 +34,24 @@ async def index() -> FileResponse:
 
 
 @app.websocket("/ws/{room}", receive_type="json")
-async def chat(ws: WebSocket, room: str, rooms: Rooms, name: str = "guest") -> None:
-    """One member of ``room``: everything it says goes to everyone there, itself too."""
+async def chat(ws: WebSocket, room: str, name: str = "guest", since: str = "0") -> None:
+    """One member of ``room``: it first gets what it missed after ``since`` (the room's
+    last 100 messages for a new page), then everything anyone in the room says."""
     name = name.strip()[:32] or "guest"
-    count = rooms.join(room, ws)
-    try:
-        await rooms.broadcast(room, {"type": "join", "user": name, "count": count})
-        async for message in ws:
-            text = str(message.get("text", "")) if isinstance(message, dict) else ""
-            if text.strip():
-                await rooms.broadcast(room, {"type": "message", "user": name,
-                                             "text": text[:MAX_TEXT], "ts": time.time()})
-    finally:
-        count = rooms.leave(room, ws)
-        await rooms.broadcast(room, {"type": "leave", "user": name, "count": count})
+    topic = f"room:{room}"
+    async with app.hub.subscribe(ws, topic, since=since, presence={"name": name}):
+        await app.hub.publish(topic, {"type": "join", "user": name,
+                                      "count": len(await app.hub.presence(topic))})
+        try:
+            async for message in ws:
+                text = str(message.get("text", "")) if isinstance(message, dict) else ""
+                if text.strip():
+                    await app.hub.publish(topic, {"type": "message", "user": name,
+                                                  "text": text[:MAX_TEXT], "ts": time.time()})
+        finally:
+            await app.hub.unsubscribe(ws, topic)
+            await app.hub.publish(topic, {"type": "leave", "user": name,
+                                          "count": len(await app.hub.presence(topic))})
 
 
 def main() -> None:

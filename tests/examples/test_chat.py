@@ -43,33 +43,57 @@ def test_page_and_script_are_served() -> None:
         assert "new WebSocket" in script.text
 
 
+def data(session: Any) -> Any:
+    """The chat event inside the hub's envelope ({"topic", "id", "data"})."""
+    return session.receive_json()["data"]
+
+
 def test_a_message_reaches_everyone_in_the_room_and_no_one_outside() -> None:
     with legato.TestClient(load_chat().app) as client:
         with client.websocket_connect("/ws/lobby?name=ann") as ann:
-            assert ann.receive_json() == {"type": "join", "user": "ann", "count": 1}
+            assert data(ann) == {"type": "join", "user": "ann", "count": 1}
             with client.websocket_connect("/ws/lobby?name=bob") as bob, \
                     client.websocket_connect("/ws/attic?name=eve") as eve:
-                assert eve.receive_json()["count"] == 1
-                assert ann.receive_json() == {"type": "join", "user": "bob", "count": 2}
-                assert bob.receive_json()["user"] == "bob"
+                assert data(eve)["count"] == 1
+                assert data(ann) == {"type": "join", "user": "bob", "count": 2}
+                # bob first catches up on the room's history: ann's join, then his own
+                assert [data(bob)["user"], data(bob)["user"]] == ["ann", "bob"]
                 bob.send_json({"text": "hello"})
                 for member in (ann, bob):
-                    said = member.receive_json()
+                    said = data(member)
                     assert (said["type"], said["user"], said["text"]) == \
                         ("message", "bob", "hello")
                 eve.send_json({"text": "only me"})
-                assert eve.receive_json()["text"] == "only me"
-            assert ann.receive_json()["type"] == "leave"
+                assert data(eve)["text"] == "only me"
+            assert data(ann) == {"type": "leave", "user": "bob", "count": 1}
 
 
 def test_blank_and_malformed_messages_are_not_broadcast() -> None:
     with legato.TestClient(load_chat().app) as client:
         with client.websocket_connect("/ws/r?name=ann") as ann:
-            ann.receive_json()
+            data(ann)
             ann.send_json({"text": "   "})
             ann.send_json(["not", "an", "object"])
             ann.send_json({"text": "real"})
-            assert ann.receive_json()["text"] == "real"
+            assert data(ann)["text"] == "real"
+
+
+def test_a_reloaded_page_catches_up_from_the_last_id_it_saw() -> None:
+    with legato.TestClient(load_chat().app) as client:
+        with client.websocket_connect("/ws/r?name=ann") as ann:
+            last_seen = ann.receive_json()["id"]  # ann's own join
+            with client.websocket_connect("/ws/r?name=bob") as bob:
+                ann.receive_json()
+                bob.receive_json()
+                bob.receive_json()
+                ann.close()  # the page reloads...
+                bob.send_json({"text": "while you were away"})
+                data(bob)
+            with client.websocket_connect(f"/ws/r?name=ann&since={last_seen}") as again:
+                missed = [data(again) for _ in range(4)]
+        assert [(m["type"], m["user"]) for m in missed] == [
+            ("join", "bob"), ("leave", "ann"), ("message", "bob"), ("leave", "bob")]
+        assert missed[2]["text"] == "while you were away"
 
 
 def test_chat_works_over_a_real_socket_with_the_websockets_client() -> None:
@@ -81,8 +105,9 @@ def test_chat_works_over_a_real_socket_with_the_websockets_client() -> None:
             ann.recv(timeout=5)
             ann.recv(timeout=5)
             bob.recv(timeout=5)
+            bob.recv(timeout=5)
             bob.send(json.dumps({"text": "över the wire ♪"}))
-            assert json.loads(ann.recv(timeout=5))["text"] == "över the wire ♪"
+            assert json.loads(ann.recv(timeout=5))["data"]["text"] == "över the wire ♪"
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -1,4 +1,6 @@
-// The chat client: one WebSocket per room, JSON messages both ways.
+// The chat client: one WebSocket per room, JSON both ways. Each message from the hub
+// arrives as {"topic", "id", "data"}; the page keeps the last id per room so a reload
+// resumes where it stopped (since=<id>) instead of showing the history twice.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -15,8 +17,9 @@ function show(text, kind) {
 function connect(name, room) {
   if (socket) socket.close(1000);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const since = sessionStorage.getItem(`last:${room}`) || "0";
   const url = `${scheme}://${location.host}/ws/${encodeURIComponent(room)}` +
-              `?name=${encodeURIComponent(name)}`;
+              `?name=${encodeURIComponent(name)}&since=${encodeURIComponent(since)}`;
   socket = new WebSocket(url);
   socket.onopen = () => {
     $("status").textContent = `in room "${room}" as ${name}`;
@@ -24,7 +27,9 @@ function connect(name, room) {
     $("text").focus();
   };
   socket.onmessage = (event) => {
-    const msg = JSON.parse(event.data);
+    const envelope = JSON.parse(event.data);
+    sessionStorage.setItem(`last:${room}`, envelope.id);
+    const msg = envelope.data;
     if (msg.type === "message") show(`${msg.user}: ${msg.text}`, "message");
     else if (msg.type === "join") show(`${msg.user} joined (${msg.count} here)`, "event");
     else if (msg.type === "leave") show(`${msg.user} left (${msg.count} here)`, "event");
