@@ -54,7 +54,8 @@ class App:
                  allowed_origins: Sequence[str] | None = None,
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
                  hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
-                 hub_policy: str = "drop_oldest", hub_buffer: int = 256) -> None:
+                 hub_policy: str = "drop_oldest", hub_buffer: int = 256,
+                 metrics: bool = False) -> None:
         self.websocket_enabled = websocket
         self.debug = debug
         self.docs = docs
@@ -89,6 +90,13 @@ class App:
                                          https_only=https_only_session)
         if docs:
             self.route("/asyncapi.json", name="asyncapi")(self._asyncapi_endpoint)
+        #: P7 counters, or None (the default: counting costs a little per message).
+        self.metrics: Any = None
+        if metrics:
+            from .metrics import Metrics  # noqa: PLC0415
+
+            self.metrics = Metrics()
+            self.route("/metrics", name="metrics")(self._metrics_endpoint)
 
     # --------------------------------------------------------------- registration
 
@@ -435,6 +443,13 @@ class App:
 
     async def _asyncapi_endpoint(self) -> dict[str, Any]:
         return self.asyncapi()
+
+    async def _metrics_endpoint(self) -> Any:
+        from .metrics import render  # noqa: PLC0415
+        from .responses import PlainTextResponse  # noqa: PLC0415
+
+        return PlainTextResponse(render(self),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # --------------------------------------------------------------------- S1
 

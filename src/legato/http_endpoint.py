@@ -50,6 +50,8 @@ async def serve_http(app: App, route: Route, params: dict[str, str],
                 raise
             response = handled
         await response(scope, receive, send)
+        if app.metrics is not None:
+            app.metrics.http_requests[(route.path, response.status_code)] += 1
     finally:
         await ctx.aclose()
 

@@ -112,6 +112,7 @@ class WebSocket(HTTPConnection):
         "max_message_size", "subprotocol", "close_code", "close_reason", "client_closed",
         "opened", "_connect_seen", "_pending", "_reader_busy", "_waiters",
         "_disconnect_seen", "accept_headers", "_extension", "_check_sizes", "__weakref__",
+        "metrics",
     )
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Any],
@@ -147,6 +148,8 @@ class WebSocket(HTTPConnection):
         self._extension = "legato.websocket" in scope.get("extensions", {})
         # legato's server enforces max_message_size itself (told at accept).
         self._check_sizes = max_message_size is not None and not self._extension
+        #: The route's counters when the App has metrics on (P7), else None.
+        self.metrics: Any = None
 
     # ------------------------------------------------------------------ facts (W11)
 
@@ -193,6 +196,9 @@ class WebSocket(HTTPConnection):
         self.subprotocol = subprotocol
         self.state = OPEN
         self.opened = True
+        if self.metrics is not None:
+            self.metrics.open += 1
+            self.metrics.opened += 1
 
     async def reject(self, status: int = 403, body: str | bytes = b"",
                      headers: Sequence[tuple[str, str]] | dict[str, str] | None = None
@@ -271,6 +277,8 @@ class WebSocket(HTTPConnection):
             return self._not_a_message(event)
         if self._check_sizes:
             await self._check_size(event)
+        if self.metrics is not None:
+            self._count_in(event)
         return event
 
     async def _message_slow(self) -> dict[str, Any]:
@@ -284,7 +292,13 @@ class WebSocket(HTTPConnection):
             return self._not_a_message(event)
         if self._check_sizes:
             await self._check_size(event)
+        if self.metrics is not None:
+            self._count_in(event)
         return event
+
+    def _count_in(self, event: dict[str, Any]) -> None:
+        text = event.get("text")
+        self.metrics.received(text if text is not None else event.get("bytes") or b"")
 
     def _not_a_message(self, event: dict[str, Any]) -> dict[str, Any]:
         if event["type"] == "websocket.disconnect":
@@ -386,6 +400,8 @@ class WebSocket(HTTPConnection):
                 await self._send(event)
             except Exception as exc:  # noqa: BLE001 - see _send_failed
                 await self._send_failed(exc)
+            if self.metrics is not None:
+                self.metrics.sent(data)
             return
         if kind == "text":
             await self.send_text(data)
@@ -420,6 +436,9 @@ class WebSocket(HTTPConnection):
             await self._send(event)
         except Exception as exc:  # noqa: BLE001 - see _send_failed
             await self._send_failed(exc)
+        if self.metrics is not None:
+            data = event.get("text")
+            self.metrics.sent(data if data is not None else event.get("bytes") or b"")
 
     async def _send_failed(self, exc: Exception) -> None:
         """W16: a send to a peer that left raises WebSocketDisconnect with its code
@@ -548,7 +567,10 @@ class WebSocket(HTTPConnection):
                 self._reader_busy = False
             if event["type"] == "websocket.receive":
                 text = event.get("text")
-                return text if text is not None else event.get("bytes") or b""
+                data = text if text is not None else event.get("bytes") or b""
+                if self.metrics is not None:
+                    self.metrics.received(data)
+                return data
             if event["type"] == "websocket.disconnect":  # the end, without detours
                 self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
                 self._disconnect_seen = True

@@ -41,6 +41,8 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
     ws = WebSocket(scope, receive, send, receive_type=opts.receive_type,
                    send_type=opts.send_type, caught_close_codes=opts.caught_close_codes,
                    max_message_size=opts.max_message_size)
+    if app.metrics is not None:
+        ws.metrics = app.metrics.route(route.path)
     ctx: Context | None = None
     try:
         ctx, plan, kwargs = await _open(app, route, params, ws, opts)
@@ -69,6 +71,9 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             await _crashed(app, ws, exc)
         raise
     finally:
+        if ws.metrics is not None and ws.opened:
+            ws.metrics.open -= 1
+            ws.metrics.close_codes[ws.close_code if ws.close_code is not None else 1006] += 1
         hub = app._hub
         if hub is not None:
             await hub.forget(ws)  # P1: a closed connection leaves all its topics

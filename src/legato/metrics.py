@@ -1,0 +1,103 @@
+"""P7 metrics: per-route WebSocket and HTTP counters and the hub's gauges, as Prometheus
+text at ``/metrics`` when ``App(metrics=True)``.
+
+Counting is off by default: with it off, the per-message path checks one attribute.
+Byte counts are payload bytes (UTF-8 for text), not frame overhead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["RouteMetrics", "Metrics", "render"]
+
+
+class RouteMetrics:
+    """Counters of one WebSocket route."""
+
+    __slots__ = ("open", "opened", "messages_in", "messages_out", "bytes_in", "bytes_out",
+                 "close_codes")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.opened = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.close_codes: Counter[int] = Counter()
+
+    def received(self, data: str | bytes) -> None:
+        self.messages_in += 1
+        self.bytes_in += len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+
+    def sent(self, data: str | bytes) -> None:
+        self.messages_out += 1
+        self.bytes_out += len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+
+
+class Metrics:
+    """All counters of one App."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteMetrics] = {}
+        self.http_requests: Counter[tuple[str, int]] = Counter()
+
+    def route(self, path: str) -> RouteMetrics:
+        metrics = self.routes.get(path)
+        if metrics is None:
+            metrics = self.routes[path] = RouteMetrics()
+        return metrics
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(app: App) -> str:
+    """The Prometheus text exposition (format 0.0.4)."""
+    metrics: Metrics = app.metrics
+    lines: list[str] = []
+
+    def family(name: str, kind: str, helptext: str, samples: list[tuple[str, Any]]) -> None:
+        lines.append(f"# HELP {name} {helptext}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {value}")
+
+    routes = sorted(metrics.routes.items())
+    per_route = [("open", "gauge", "WebSocket connections open now"),
+                 ("opened", "counter", "WebSocket connections accepted"),
+                 ("messages_in", "counter", "WebSocket messages received"),
+                 ("messages_out", "counter", "WebSocket messages sent by handlers"),
+                 ("bytes_in", "counter", "WebSocket payload bytes received"),
+                 ("bytes_out", "counter", "WebSocket payload bytes sent by handlers")]
+    for attr, kind, helptext in per_route:
+        suffix = "_total" if kind == "counter" else ""
+        family(f"legato_websocket_{attr}{suffix}", kind, helptext,
+               [(f'{{route="{_label(p)}"}}', getattr(m, attr)) for p, m in routes])
+    family("legato_websocket_closes_total", "counter", "WebSocket closes by close code",
+           [(f'{{route="{_label(p)}",code="{code}"}}', n)
+            for p, m in routes for code, n in sorted(m.close_codes.items())])
+    family("legato_http_requests_total", "counter", "HTTP requests by route and status",
+           [(f'{{route="{_label(p)}",status="{s}"}}', n)
+            for (p, s), n in sorted(metrics.http_requests.items())])
+    hub = app._hub
+    if hub is not None:
+        stats = hub.stats()
+        for key, kind, helptext in (
+                ("topics", "gauge", "hub topics with local subscribers"),
+                ("subscriptions", "gauge", "hub subscriptions in this process"),
+                ("published", "counter", "messages published from this process"),
+                ("delivered", "counter", "messages handed to local subscribers"),
+                ("dropped", "counter", "messages dropped for slow consumers (P3)"),
+                ("queued", "gauge", "messages waiting in subscriber buffers"),
+                ("max_queue_depth", "gauge", "deepest subscriber buffer"),
+                ("backend_reconnects", "counter", "reconnections to the hub broker")):
+            suffix = "_total" if kind == "counter" else ""
+            family(f"legato_hub_{key}{suffix}", kind, helptext, [("", stats[key])])
+    return "\n".join(lines) + "\n"
