@@ -112,7 +112,8 @@ class Outbox:
     def _enqueue(self, item: Delivery) -> None:
         queue = self.queue
         if isinstance(queue, OrderedDict):
-            queue.pop(item.topic, None)
+            if queue.pop(item.topic, None) is not None:
+                self._drop()  # superseded by a newer message of its topic: counted too
             queue[item.topic] = item
             if len(queue) > self.limit:
                 queue.popitem(last=False)

@@ -1,0 +1,145 @@
+"""P2/P3 over real sockets on legato's server: a subscriber that stops reading fills its
+bounded buffer and meets its topic's policy, while the others get every message, in
+order, without waiting for it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from legato import App, WebSocket
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "framework"))
+from live import serve_legato  # noqa: E402
+
+MESSAGE = "x" * 32_000
+COUNT = 300  # ~9.6 MB: far more than a stalled socket's buffers hold
+
+
+def hub_app(policy: str, buffer: int = 32) -> App:
+    app = App(hub_envelope=False, hub_policy=policy, hub_buffer=buffer)
+
+    @app.websocket("/sub")
+    async def sub(ws: WebSocket) -> None:
+        await app.hub.subscribe(ws, "news")
+        await ws.send_text("subscribed")
+        await ws.wait_closed()
+
+    @app.websocket("/pub")
+    async def pub(ws: WebSocket) -> None:
+        async for count in ws:
+            for n in range(int(count)):
+                await app.hub.publish("news", f"{n:05d}{MESSAGE}")
+                # A live feed, not one burst: a burst faster than any network would
+                # fill every subscriber's buffer, reading or not.
+                await asyncio.sleep(0.001)
+            await ws.send_text("published")
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return app.hub.stats()
+
+    return app
+
+
+def stalled_subscriber(port: int) -> socket.socket:
+    """Completes the handshake, reads the 'subscribed' message, then never reads again
+    (a tiny receive buffer, so the server's transport pauses quickly)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    seen = b""
+    while b"subscribed" not in seen:
+        chunk = sock.recv(1)
+        assert chunk
+        seen += chunk
+    return sock
+
+
+def stats(port: int) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "latest"])
+def test_P3_a_stalled_subscriber_does_not_delay_the_others(policy: str) -> None:
+    with serve_legato(hub_app(policy)) as port:
+        slow = stalled_subscriber(port)
+        try:
+            with connect(f"ws://127.0.0.1:{port}/sub", max_size=None) as fast, \
+                    connect(f"ws://127.0.0.1:{port}/pub") as pub:
+                assert fast.recv(timeout=5) == "subscribed"
+                received: list[str] = []
+
+                def read_all() -> None:
+                    while len(received) < COUNT:
+                        received.append(str(fast.recv(timeout=20))[:5])
+
+                reader = threading.Thread(target=read_all)
+                reader.start()
+                pub.send(str(COUNT))
+                assert pub.recv(timeout=30) == "published"
+                reader.join(30)
+                # Every message reached the reading subscriber, in order, while the
+                # stalled one held up nobody (it has still not read a byte more).
+                assert received == [f"{n:05d}" for n in range(COUNT)]
+                numbers = stats(port)
+                assert numbers["dropped"] > 0  # counted, visible (P3, P7)
+                assert numbers["max_queue_depth"] <= 32
+        finally:
+            slow.close()
+
+
+def test_P3_policy_close_ends_a_stalled_subscriber_with_1013() -> None:
+    with serve_legato(hub_app("close", buffer=4)) as port:
+        slow = stalled_subscriber(port)
+        with connect(f"ws://127.0.0.1:{port}/pub") as pub:
+            pub.send("200")
+            assert pub.recv(timeout=30) == "published"
+        # Now read what the server sent the stalled client: frames, then a Close 1013.
+        slow.settimeout(10)
+        data = b""
+        while True:
+            chunk = slow.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        slow.close()
+        close_at = data.rfind(b"\x88\x02\x03\xf5")  # FIN+Close, 2-byte payload, 1013
+        if close_at < 0:
+            close_at = data.rfind(b"\x88")
+        assert close_at >= 0
+        assert stats_closed(data) == 1013
+
+
+def stats_closed(data: bytes) -> int:
+    """The code of the Close frame the server sent last (frames parsed from the start)."""
+    pos, code = 0, 0
+    while pos + 2 <= len(data):
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if length == 126:
+            length = int.from_bytes(data[pos:pos + 2], "big")
+            pos += 2
+        elif length == 127:
+            length = int.from_bytes(data[pos:pos + 8], "big")
+            pos += 8
+        payload = data[pos:pos + length]
+        pos += length
+        if opcode == 0x8 and len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+    return code
