@@ -26,11 +26,13 @@ import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 from uuid import uuid4
 
 from .. import jsoncodec
 from ..typed import dump_value
-from .backend import Backend, HubUnavailable, MemoryBackend
+from ..exceptions import HTTPError
+from .backend import Backend, HubUnavailable, MemoryBackend, id_key
 from .outbox import POLICIES, Delivery, Outbox
 
 if TYPE_CHECKING:
@@ -53,13 +55,28 @@ class TopicSettings:
 
 
 def backend_for(url: str) -> Backend:
-    """``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS)."""
+    """``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS).
+
+    Redis options ride in the query string: ``?prefix=chat&presence_ttl=15``
+    (``prefix`` keeps apps sharing one Redis apart).
+    """
     if url.startswith("memory:"):
         return MemoryBackend()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis import RedisBackend  # noqa: PLC0415 - needs the 'redis' extra
 
-        return RedisBackend(url)
+        base, _, query = url.partition("?")
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(query):
+            if name == "prefix":
+                options[name] = value
+            elif name in ("presence_ttl", "timeout", "ping_interval", "gap_ttl"):
+                options[name] = float(value)
+            elif name in ("gap_window", "max_connections"):
+                options[name] = int(value)
+            else:
+                raise ValueError(f"unknown hub option {name!r} in {url!r}")
+        return RedisBackend(base, **options)
     raise ValueError(f"unknown hub backend {url!r}: use memory:// or redis://...")
 
 
@@ -166,8 +183,8 @@ class Hub:
         """Backend events (disconnected, reconnected...): logged, kept, counted."""
         self.events.append((kind, details))
         del self.events[:-100]
-        log = logger.warning if kind in ("disconnected", "gap") else logger.info
-        log("hub %s: %s %s", self.url, kind, details)
+        # The backend logs these itself, at warning level; here they are kept and counted.
+        logger.debug("hub event %s %s", kind, details)
 
     # ---------------------------------------------------------------- publishing
 
@@ -226,6 +243,11 @@ class Hub:
         if not self._started:
             await self.start()
         ws, topic = sub.ws, sub.topic
+        if sub.since is not None:
+            try:
+                id_key(sub.since)
+            except ValueError:
+                raise HTTPError(400, "since= is not a message id") from None
         if ws.state.name != "OPEN":
             if ws.state.name == "CONNECTING":
                 await ws.accept()

@@ -1,0 +1,663 @@
+"""The Redis backend of the hub: several processes, several hosts (SPEC §6 P4-P6).
+
+Keys and channels (``prefix`` defaults to ``legato``)::
+
+    {prefix}:stream:{topic}     Stream, an entry per message: k = history kept, d = data
+    {prefix}:topic:{topic}      pub/sub channel; each message is b"<id> <data>"
+    {prefix}:presence:{topic}   Hash "{process_id}:{member}" → JSON info
+    {prefix}:proc:{process_id}  String with a TTL: this process is alive
+
+*Data* is a type byte and the payload (``t`` + UTF-8 text, ``b`` + bytes): encoded once
+for every process, and text stays text.
+
+*Ids.* ``publish`` is one Lua script, so atomic: XADD to the topic's stream and PUBLISH
+of the new id with the data. Every message goes to the stream, also on topics without
+history, so ids are Redis Stream ids ``"<ms>-<seq>"`` (growing within a topic) and the
+last ``gap_window`` messages can refill the gap of a process that lost pub/sub; such
+streams expire ``gap_ttl`` after their last message (topics used once do not pile up),
+streams of topics with history stay. ``history()`` cuts the stream to the ``k`` of its
+newest entry: a topic that keeps 3 messages answers with at most 3.
+
+*Gaps.* One pub/sub connection, read by one task that calls ``sink`` in order and
+remembers the last id delivered per topic. When it dies (Redis stopped, restarted,
+unreachable, or silent past a PING): ``"disconnected"``; reconnection with bounded
+exponential backoff and jitter (processes do not stampede a restarted Redis); SUBSCRIBE
+again; each topic's stream after its last delivered id is delivered before any live
+message, ids already delivered skipped; ``"reconnected"`` with ``{"downtime": seconds,
+"refilled": count}``. ``"gap"`` ``{"topic", "after"}`` when the stream no longer holds
+the last delivered id (trimmed, or Redis restarted empty): messages may be missing.
+While Redis is down ``publish`` raises :class:`HubUnavailable` within ``timeout``:
+nothing is dropped silently, nothing is delivered that Redis did not carry.
+
+*Presence.* ``join`` writes a hash field and keeps this process's heartbeat key alive
+(TTL ``presence_ttl``, refreshed every third of it, with the TTL of the hashes it is in:
+a room whose processes all died vanishes). ``members()`` keeps the fields of live
+processes and deletes the others (one Lua script). ``join``/``leave`` never raise: while
+Redis is unreachable the heartbeat applies them later, and rewrites this process's
+entries after a Redis restart.
+
+*Start.* ``start()`` tries once and does not raise when Redis is unreachable: it
+reports ``"disconnected"`` and keeps reconnecting, so an app boots while Redis restarts.
+
+States of the pub/sub connection (all transitions in :meth:`RedisBackend._set_state`)::
+
+    IDLE ──start()──▶ CONNECTING ──subscribed, gap refilled──▶ CONNECTED
+                        ▲    └──fails──▶ DISCONNECTED ◀──error / no PONG──┘
+                        └───backoff────────────┘
+    any ──stop()──▶ CLOSED
+
+Not for Redis Cluster: the scripts touch keys of several slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import re
+import uuid
+from contextlib import suppress
+from typing import Any
+
+try:
+    from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+    from redis.asyncio.connection import AbstractConnection, parse_url
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the Redis hub needs redis-py: pip install 'legato[redis]'") from exc
+
+from .. import jsoncodec
+from .backend import EventSink, HubUnavailable, Sink, id_key
+
+__all__ = ["RedisBackend", "State"]
+
+logger = logging.getLogger("legato.hub")
+
+# KEYS[1] stream; ARGV: channel, maxlen, keep, ttl in ms (0: persist), data.
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[5])
+if ARGV[4] == '0' then redis.call('PERSIST', KEYS[1])
+else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[5])
+return id
+"""
+
+# KEYS[1] stream; ARGV: first id, limit (0: none). The newest entry's k says how many
+# messages the topic keeps, so a topic without history transfers nothing.
+_HISTORY = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest == 0 then return {} end
+local count = tonumber(newest[1][2][2])
+local limit = tonumber(ARGV[2])
+if limit > 0 and limit < count then count = limit end
+if count == 0 then return {} end
+return redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', count)
+"""
+
+# KEYS[1] presence hash; ARGV: heartbeat key prefix, this process's id.
+# Returns the live fields and values, flat; deletes the fields of dead processes.
+_MEMBERS = """
+local flat = redis.call('HGETALL', KEYS[1])
+local out, alive = {}, {}
+for i = 1, #flat, 2 do
+  local pid = string.match(flat[i], '^([^:]*):') or ''
+  local ok = alive[pid]
+  if ok == nil then
+    ok = pid == ARGV[2] or redis.call('EXISTS', ARGV[1] .. pid) == 1
+    alive[pid] = ok
+  end
+  if ok then out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1]
+  else redis.call('HDEL', KEYS[1], flat[i]) end
+end
+return out
+"""
+
+_Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it
+_TEXT, _BINARY = 0x74, 0x62  # b"t", b"b": the type byte of the data
+_REFILL_PAGE = 1000  # stream entries per XRANGE while refilling a gap
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    State.IDLE: {State.CONNECTING, State.CLOSED},
+    State.CONNECTING: {State.CONNECTED, State.DISCONNECTED, State.CLOSED},
+    State.CONNECTED: {State.DISCONNECTED, State.CLOSED},
+    State.DISCONNECTED: {State.CONNECTING, State.CLOSED},
+    State.CLOSED: set(),
+}
+
+
+class RedisBackend:
+    """Carries hub messages between processes through Redis (pub/sub + Streams).
+
+    * ``url``: ``redis://``, ``rediss://`` or ``unix://`` as redis-py reads it.
+    * ``prefix``: of every key and channel, so apps can share a Redis.
+    * ``presence_ttl`` (s, 15): a dead process's members vanish at most this long after
+      it died; its heartbeat costs one round trip per third of it.
+    * ``reconnect_backoff`` (s, (0.1, 5.0)): first and longest wait between attempts;
+      5 s caps the extra delay after a Redis restart while sparing a struggling Redis.
+    * ``history_default`` (messages, 0): kept per topic when ``publish`` does not say.
+    * ``gap_window`` (messages, 100) and ``gap_ttl`` (s, 60): what a topic without
+      history still keeps for refilling the gap of a process that lost pub/sub.
+    * ``timeout`` (s, 1.0): to connect and per command, so ``publish`` fails fast.
+    * ``ping_interval`` (s, 5.0): silence on the pub/sub connection before a PING; no
+      answer within as long again means a dead connection (a host gone without a RST).
+    * ``max_connections`` (32): command connections (publish, history, presence);
+      more concurrent commands wait up to ``timeout`` for one. Redis answers in
+      microseconds, so 32 carry thousands of publishes per second without a connection
+      storm from each worker; the pub/sub connection is one more.
+
+    Counters: ``reconnects``, ``messages_refilled``. One ``start()``/``stop()`` cycle.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "legato",
+        presence_ttl: float = 15.0,
+        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        history_default: int = 0,
+        gap_window: int = 100,
+        gap_ttl: float = 60.0,
+        timeout: float = 1.0,
+        ping_interval: float = 5.0,
+        max_connections: int = 32,
+    ) -> None:
+        first, longest = reconnect_backoff
+        if not 0 < first <= longest:
+            raise ValueError("reconnect_backoff must be (first, longest) with 0 < first <= longest")
+        if presence_ttl <= 0 or timeout <= 0 or ping_interval <= 0 or gap_ttl <= 0:
+            raise ValueError("presence_ttl, timeout, ping_interval and gap_ttl must be > 0")
+        if history_default < 0 or gap_window < 0 or max_connections < 1:
+            raise ValueError("history_default, gap_window must be >= 0, max_connections >= 1")
+        self.prefix = prefix
+        self.process_id = uuid.uuid4().hex
+        self.presence_ttl = presence_ttl
+        self.reconnect_backoff = (first, longest)
+        self.history_default = history_default
+        self.gap_window = gap_window
+        self.gap_ttl = gap_ttl
+        self.ping_interval = ping_interval
+        self.timeout = timeout
+        self.reconnects = 0
+        self.messages_refilled = 0
+        name = re.sub(r"[^\w.:-]", "_", f"{prefix}:{self.process_id[:12]}")
+        self._client = Redis(connection_pool=_pool(url, timeout, name + ":cmd",
+                                                   max_connections))
+        self._sub_pool = _pool(url, timeout, name + ":sub", 1)
+        self._publish_script = self._client.register_script(_PUBLISH)
+        self._history_script = self._client.register_script(_HISTORY)
+        self._presence = _Presence(self._client, prefix, self.process_id, presence_ttl)
+        self._state = State.IDLE
+        self._sink: Sink | None = None
+        self._on_event: EventSink | None = None
+        self._conn: AbstractConnection | None = None
+        self._channels: dict[bytes, str] = {}  # listened channel → topic
+        self._last: dict[str, str] = {}  # topic → last id delivered (or seen at listen)
+        self._fenced: set[str] = set()  # topics that may see ids already refilled
+        self._acks: dict[bytes, asyncio.Future[None]] = {}  # SUBSCRIBEs listen() awaits
+        self._down_since: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _stream(self, topic: str) -> str:
+        return f"{self.prefix}:stream:{topic}"
+
+    def _channel(self, topic: str) -> bytes:
+        return f"{self.prefix}:topic:{topic}".encode()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, sink: Sink, on_event: EventSink) -> None:
+        """Connect once and start the tasks; an unreachable Redis is reported, not raised."""
+        self._sink, self._on_event = sink, on_event
+        self._set_state(State.CONNECTING)
+        try:
+            connected = await self._connect()
+        except (RedisError, OSError) as exc:
+            await self._lost(exc)
+        else:
+            await self._connected(*connected)
+        self._tasks = [asyncio.create_task(self._run(), name="legato-hub-redis-pubsub"),
+                       asyncio.create_task(self._presence.run(), name="legato-hub-presence")]
+
+    async def stop(self) -> None:
+        """Stop the tasks, remove this process's presence, close both connections."""
+        if self._state is State.CLOSED:
+            return
+        self._set_state(State.CLOSED)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        await self._presence.clear()
+        await self._drop()
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
+        await self._sub_pool.disconnect()
+
+    def _set_state(self, state: State) -> bool:
+        if state not in _TRANSITIONS[self._state]:
+            return False  # only CLOSED refuses (stop() raced a reconnection): stay closed
+        logger.debug("hub redis %s: %s → %s", self.process_id[:8], self._state.name, state.name)
+        self._state = state
+        return True
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, topic: str, payload: str | bytes, *,
+                      history: int | None = None) -> str:
+        """Store and broadcast; returns the stream id. ``HubUnavailable``: not published."""
+        keep = self.history_default if history is None else history
+        if keep < 0:
+            raise ValueError("history must be >= 0")
+        if self._state is State.CLOSED:
+            raise HubUnavailable("the hub's Redis backend is stopped")
+        data = b"t" + payload.encode() if isinstance(payload, str) else b"b" + payload
+        ttl = 0 if keep else int(self.gap_ttl * 1000)
+        try:
+            raw = await self._publish_script(
+                keys=[self._stream(topic)],
+                args=[self._channel(topic), max(keep, self.gap_window, 1), keep, ttl, data])
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from exc
+        return _text(raw)
+
+    async def history(self, topic: str, since: str | None = None,
+                      limit: int | None = None) -> list[tuple[str, str | bytes]]:
+        """Messages after ``since`` (exclusive), oldest first, at most the last ``limit``
+        and never more than the topic keeps. ``ValueError`` for a malformed ``since``."""
+        if limit is not None and limit <= 0:
+            return []
+        start = "-" if since is None else _after(since)
+        try:
+            entries = await self._history_script(keys=[self._stream(topic)],
+                                                 args=[start, limit or 0])
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
+        # Raw entries: [id, [b"k", keep, b"d", data]], newest first.
+        return [(_text(i), _payload(fields[3])) for i, fields in reversed(entries)]
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def listen(self, topic: str) -> None:
+        """Subscribe this process to ``topic``: once it returns, what is published is
+        delivered (Redis acknowledged the SUBSCRIBE). Never raises: while the pub/sub
+        connection is down it returns at once and the reconnection subscribes."""
+        channel = self._channel(topic)
+        if channel in self._channels or self._state is State.CLOSED:
+            return
+        self._channels[channel] = topic
+        if self._state is State.CONNECTED:
+            ack = self._acks[channel] = asyncio.get_running_loop().create_future()
+            await self._send("SUBSCRIBE", channel)
+            with suppress(asyncio.TimeoutError):  # _lost() resolves it at once
+                await asyncio.wait_for(ack, self.timeout)
+            self._acks.pop(channel, None)
+        if topic not in self._last:  # where a later gap refill starts
+            with suppress(RedisError, OSError):
+                newest: list[_Entry] = await self._client.xrevrange(  # type: ignore[assignment]
+                    self._stream(topic), count=1)
+                if channel in self._channels:  # not unlistened meanwhile
+                    self._last.setdefault(topic, _text(newest[0][0]) if newest else "0-0")
+
+    async def unlisten(self, topic: str) -> None:
+        channel = self._channel(topic)
+        if self._channels.pop(channel, None) is None:
+            return
+        self._last.pop(topic, None)
+        self._fenced.discard(topic)
+        await self._send("UNSUBSCRIBE", channel)
+
+    async def _send(self, *command: str | bytes) -> None:
+        conn = self._conn
+        # Checked right before the send, with no await in between: redis-py would
+        # otherwise reconnect a dropped connection silently, behind the reader's back.
+        if self._state is State.CONNECTED and conn is not None and conn.is_connected:
+            with suppress(RedisError, OSError):  # the reader sees the failure too
+                await conn.send_command(*command, check_health=False)
+
+    # ------------------------------------------------------------------ presence
+
+    async def join(self, topic: str, member: str, info: Any) -> None:
+        """``info`` must be JSON-serializable (``TypeError`` otherwise)."""
+        await self._presence.join(topic, member, jsoncodec.dumps(info))
+
+    async def leave(self, topic: str, member: str) -> None:
+        await self._presence.leave(topic, member)
+
+    async def members(self, topic: str) -> dict[str, Any]:
+        return await self._presence.members(topic)
+
+    # ------------------------------------------------------------------ pub/sub connection
+
+    async def _run(self) -> None:
+        """Read while connected; otherwise wait (backoff) and reconnect, forever."""
+        attempt = 0
+        while self._state is not State.CLOSED:
+            if self._state is State.CONNECTED and self._conn is not None:
+                attempt = 0
+                try:
+                    await self._read(self._conn)
+                except Exception as exc:  # Redis, socket, or a reply we did not expect
+                    await self._lost(exc)
+                continue
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            if not self._set_state(State.CONNECTING):
+                return
+            try:
+                connected = await self._connect()
+            except Exception as exc:
+                logger.debug("hub redis: reconnection attempt %d failed: %s", attempt, exc)
+                self._set_state(State.DISCONNECTED)
+                continue
+            await self._connected(*connected)
+
+    def _backoff(self, attempt: int) -> float:
+        first, longest = self.reconnect_backoff
+        delay = min(longest, first * 2.0 ** min(attempt, 32))
+        return delay * (0.5 + random.random() / 2)  # jitter: spread a herd of processes
+
+    async def _connect(self) -> tuple[AbstractConnection, set[bytes], int]:
+        """Connect, SUBSCRIBE every listened topic, refill the gaps. Returns the
+        connection, the channels subscribed and the number of messages refilled."""
+        conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            channels = set(self._channels)
+            early = await self._subscribe(conn, list(channels)) if channels else []
+            refilled = await self._refill()
+            for channel, frame in early:  # live messages that came with the acks
+                self._deliver(channel, frame)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        return conn, channels, refilled
+
+    async def _connected(self, conn: AbstractConnection, channels: set[bytes],
+                         refilled: int) -> None:
+        self._conn = conn
+        if not self._set_state(State.CONNECTED):
+            await self._drop()  # stop() came first
+            return
+        # Topics (un)listened while connecting; from now on listen() sends by itself.
+        changes = [(("SUBSCRIBE" if c in self._channels else "UNSUBSCRIBE"), c)
+                   for c in channels.symmetric_difference(self._channels)]
+        for command, channel in changes:
+            await self._send(command, channel)
+        self._recovered(refilled)
+
+    async def _subscribe(self, conn: AbstractConnection,
+                         channels: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """SUBSCRIBE and wait for every ack, so a refill cannot miss a message
+        published between the two; returns messages that arrived among the acks."""
+        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+        acks, early = 0, []
+        while acks < len(channels):
+            reply = await conn.read_response()
+            if reply[0] == b"subscribe":
+                acks += 1
+            elif reply[0] == b"message":
+                early.append((reply[1], reply[2]))
+        return early
+
+    async def _refill(self) -> int:
+        """Deliver, per topic, what the stream holds after the last delivered id."""
+        if self._down_since is None:
+            return 0  # first connection: nothing was missed
+        count = 0
+        for topic, last in list(self._last.items()):
+            count += await self._refill_topic(topic, last)
+            self._fenced.add(topic)  # live messages up to here may come again
+        return count
+
+    async def _refill_topic(self, topic: str, last: str) -> int:
+        count, start, first = 0, last, True
+        while True:
+            entries: list[_Entry] = await self._client.xrange(  # type: ignore[assignment]
+                self._stream(topic), start, "+", count=_REFILL_PAGE + 1)
+            if first and last != "0-0" and entries and _text(entries[0][0]) != last:
+                self._emit("gap", {"topic": topic, "after": last})
+            first = False
+            for raw_id, fields in entries:
+                message_id = _text(raw_id)
+                if message_id != last and self._channel(topic) in self._channels:
+                    self._last[topic] = message_id
+                    self._call_sink(topic, message_id, _payload(fields[b"d"]))
+                    count += 1
+            if len(entries) <= _REFILL_PAGE:
+                return count
+            start = last = _text(entries[-1][0])
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        """The listening loop: one reply per message, no task or dict per message."""
+        pinged = False
+        deliver = self._deliver
+        while True:
+            reply = await conn.read_response(timeout=self.ping_interval)
+            if reply is None:  # silence: is the connection alive?
+                if pinged:
+                    raise RedisConnectionError("no answer to PING on the pub/sub connection")
+                pinged = True
+                await conn.send_command("PING", check_health=False)
+                continue
+            pinged = False
+            if reply[0] == b"message":
+                deliver(reply[1], reply[2])
+            elif reply[0] == b"subscribe" and self._acks:
+                ack = self._acks.pop(reply[1], None)
+                if ack is not None and not ack.done():
+                    ack.set_result(None)
+
+    def _deliver(self, channel: bytes, frame: bytes) -> None:
+        topic = self._channels.get(channel)
+        if topic is None:
+            return  # unlistened while the message was on its way
+        try:
+            space = frame.index(b" ")
+            message_id = frame[:space].decode()
+            payload = _payload(frame, space + 1)
+            if self._fenced and topic in self._fenced:
+                if id_key(message_id) <= id_key(self._last[topic]):
+                    return  # already delivered by the refill
+                self._fenced.discard(topic)
+        except (ValueError, KeyError, IndexError):
+            logger.warning("hub redis: ignored a malformed message on %r", channel)
+            return
+        self._last[topic] = message_id
+        self._call_sink(topic, message_id, payload)
+
+    def _call_sink(self, topic: str, message_id: str, payload: str | bytes) -> None:
+        assert self._sink is not None
+        try:
+            self._sink(topic, message_id, payload)
+        except Exception:
+            logger.exception("hub: delivering %s on %r failed", message_id, topic)
+
+    # ------------------------------------------------------------------ faults
+
+    async def _lost(self, exc: BaseException) -> None:
+        if not self._set_state(State.DISCONNECTED):
+            return
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_result(None)  # the reconnection will subscribe
+        self._acks.clear()
+        await self._drop()
+        if self._down_since is None:
+            self._down_since = asyncio.get_running_loop().time()
+            logger.warning("hub: lost the Redis pub/sub connection (%s); reconnecting", exc)
+            self._emit("disconnected", {"error": str(exc)})
+
+    def _recovered(self, refilled: int) -> None:
+        if self._down_since is None:
+            return
+        downtime = asyncio.get_running_loop().time() - self._down_since
+        self._down_since = None
+        self.reconnects += 1
+        self.messages_refilled += refilled
+        logger.warning("hub: Redis pub/sub reconnected after %.1f s; %d missed messages "
+                       "delivered from the streams", downtime, refilled)
+        self._emit("reconnected", {"downtime": downtime, "refilled": refilled})
+
+    def _emit(self, kind: str, details: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(kind, details)
+            except Exception:
+                logger.exception("hub: the %r event handler failed", kind)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+
+
+class _Presence:
+    """This process's presence entries, and the heartbeat that keeps them alive."""
+
+    def __init__(self, client: Redis, prefix: str, process_id: str, ttl: float) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._pid = process_id
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._proc = f"{prefix}:proc:{process_id}"
+        self._members_script = client.register_script(_MEMBERS)
+        self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
+        self._leaving: set[tuple[str, str]] = set()  # left while Redis was unreachable
+
+    def _hash(self, topic: str) -> str:
+        return f"{self._prefix}:presence:{topic}"
+
+    def _field(self, member: str) -> str:
+        return f"{self._pid}:{member}"
+
+    async def join(self, topic: str, member: str, info: bytes) -> None:
+        self._joined.setdefault(topic, {})[member] = info
+        self._leaving.discard((topic, member))
+        with suppress(RedisError, OSError):  # the heartbeat writes it when Redis is back
+            await self._write({topic: {member: info}})
+
+    async def leave(self, topic: str, member: str) -> None:
+        members = self._joined.get(topic)
+        if members is None or members.pop(member, None) is None:
+            return
+        if not members:
+            del self._joined[topic]
+        try:
+            await self._client.hdel(self._hash(topic), self._field(member))
+        except (RedisError, OSError):
+            self._leaving.add((topic, member))
+
+    async def members(self, topic: str) -> dict[str, Any]:
+        try:
+            flat = await self._members_script(keys=[self._hash(topic)],
+                                              args=[f"{self._prefix}:proc:", self._pid])
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from exc
+        return {_text(flat[i]).partition(":")[2]: jsoncodec.loads(flat[i + 1])
+                for i in range(0, len(flat), 2)}
+
+    async def _write(self, entries: dict[str, dict[str, bytes]]) -> None:
+        """Heartbeat first, then the fields: nobody sees them without a live process."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self._proc, b"1", px=self._ttl_ms)
+        for topic, members in entries.items():
+            if members:
+                pipe.hset(self._hash(topic), mapping={self._field(m): i
+                                                      for m, i in members.items()})
+                pipe.pexpire(self._hash(topic), self._ttl_ms)
+        await pipe.execute()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                await self.beat()
+            except (RedisError, OSError) as exc:
+                logger.debug("hub redis: presence heartbeat failed: %s", exc)
+            except Exception:  # a bug: say it, keep the heartbeat alive
+                logger.exception("hub redis: presence heartbeat failed")
+
+    async def beat(self) -> None:
+        """Refresh the heartbeat and the hashes' TTLs; rewrite what Redis lost."""
+        if not self._joined and not self._leaving:
+            return
+        leaving, topics = list(self._leaving), list(self._joined)
+        pipe = self._client.pipeline(transaction=False)
+        for topic, member in leaving:
+            pipe.hdel(self._hash(topic), self._field(member))
+        pipe.set(self._proc, b"1", px=self._ttl_ms, xx=True)
+        for topic in topics:
+            pipe.pexpire(self._hash(topic), self._ttl_ms)
+        results = await pipe.execute()
+        self._leaving.difference_update(leaving)
+        alive, kept = results[len(leaving)], results[len(leaving) + 1:]
+        # No heartbeat key: we stalled past the TTL and others may have deleted our
+        # fields, or Redis restarted. No hash: Redis restarted or it expired.
+        lost = topics if not alive else [t for t, ok in zip(topics, kept, strict=True) if not ok]
+        if lost:
+            await self._write({t: self._joined[t] for t in lost if t in self._joined})
+
+    async def clear(self) -> None:
+        """Remove this process's entries and heartbeat (errors: they expire anyway)."""
+        pipe = self._client.pipeline(transaction=True)
+        for topic, members in self._joined.items():
+            if members:
+                pipe.hdel(self._hash(topic), *(self._field(m) for m in members))
+        for topic, member in self._leaving:
+            pipe.hdel(self._hash(topic), self._field(member))
+        pipe.delete(self._proc)
+        with suppress(RedisError, OSError):
+            await pipe.execute()
+        self._joined.clear()
+        self._leaving.clear()
+
+
+def _pool(url: str, timeout: float, client_name: str, size: int) -> ConnectionPool:
+    """A pool for ``url`` with our settings over the URL's: fail fast, no hidden retry
+    (a retried XADD could publish twice), RESP2 replies as bytes; at most ``size``
+    connections, a command beyond waits up to ``timeout`` for one."""
+    options: dict[str, Any] = dict(parse_url(url))
+    options.update(
+        socket_connect_timeout=timeout, socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0), decode_responses=False, protocol=2,
+        health_check_interval=0, client_name=client_name)
+    return BlockingConnectionPool(max_connections=size, timeout=timeout, **options)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _payload(data: bytes, start: int = 0) -> str | bytes:
+    """Data back to the message: ``t`` text, ``b`` bytes; ``ValueError`` otherwise."""
+    kind = data[start]
+    if kind == _TEXT:
+        return data[start + 1:].decode()
+    if kind == _BINARY:
+        return data[start + 1:]
+    raise ValueError(f"unknown message type byte {kind!r}")
+
+
+def _after(message_id: str) -> str:
+    """The smallest id after ``message_id`` (XRANGE's "(" needs Redis 6.2)."""
+    ms, seq = id_key(message_id)
+    return f"{ms}-{seq + 1}"

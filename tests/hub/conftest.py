@@ -1,0 +1,91 @@
+"""Fixtures for hub tests: a Redis to talk to, throwaway redis-servers for fault tests,
+one key prefix per test (its keys are deleted afterwards: the shared Redis stays clean),
+and ``async def`` tests run on a fresh asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis_servers import RedisServer, answers, free_port
+
+from legato.hub.backend import Backend, MemoryBackend
+from legato.hub.redis import RedisBackend
+
+#: Seconds an ``async def`` test may take, so a hung await fails instead of stalling.
+ASYNC_TEST_TIMEOUT = 20.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), ASYNC_TEST_TIMEOUT))
+    return True
+
+
+def _need_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("hub tests need Redis: set REDIS_URL to a running Redis or put "
+                    "redis-server on PATH (apt-get install redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL (default redis://127.0.0.1:6379) if it answers PING, else a redis-server
+    of our own for the session."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    if answers(url):
+        yield url
+        return
+    _need_redis_server()
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may kill, pause and restart."""
+    _need_redis_server()
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    name = f"legato-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_backend(request: pytest.FixtureRequest) -> Callable[..., Backend]:
+    """``make_backend(**options)``: a new backend of the parametrized kind."""
+    if request.param == "memory":
+        return lambda **options: MemoryBackend()  # it has no options
+    url = request.getfixturevalue("redis_url")
+    key_prefix = request.getfixturevalue("prefix")
+    return lambda **options: RedisBackend(url, prefix=key_prefix, **options)
