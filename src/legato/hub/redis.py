@@ -433,8 +433,11 @@ class RedisBackend:
         while True:
             entries: list[_Entry] = await self._client.xrange(  # type: ignore[assignment]
                 self._stream(topic), start, "+", count=_REFILL_PAGE + 1)
-            if first and last != "0-0" and entries and _text(entries[0][0]) != last:
-                self._emit("gap", {"topic": topic, "after": last})
+            if first and last != "0-0" and (not entries or _text(entries[0][0]) != last):
+                # The stream no longer holds the last id delivered: trimmed, or Redis
+                # came back empty (or, harmlessly, a quiet topic's stream expired).
+                self._emit("gap", {"topic": topic, "after": last,
+                                   "reason": "stream empty" if not entries else "trimmed"})
             first = False
             for raw_id, fields in entries:
                 message_id = _text(raw_id)
