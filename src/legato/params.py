@@ -26,6 +26,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, is_dataclass
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -85,6 +86,15 @@ class Plan:
     is_async_gen: bool
     is_coroutine: bool
     is_sync_gen: bool
+
+    @cached_property
+    def only_websocket(self) -> bool:
+        """Every parameter is the WebSocket itself (nothing to resolve per call)."""
+        return all(p.kind in (Kind.WEBSOCKET, Kind.RECEIVER, Kind.SKIP) for p in self.params)
+
+    @cached_property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params if p.kind is not Kind.SKIP]
 
     def wants(self, kind: Kind) -> bool:
         return any(p.kind is kind for p in self.params)

@@ -88,11 +88,21 @@ async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, o
     Returns the context only when something must be torn down later (request-scoped
     providers), so an idle connection does not keep it.
     """
+    plan = app.plan_for(route)
+    if plan.only_websocket and not app.websocket_hooks and opts.on_connect is None:
+        # The common `async def handler(ws)`: nothing to resolve, no context to keep.
+        if opts.allowed_origins is not None or app.sessions is not None:
+            _prepare(app, ws, opts)
+        kwargs = dict.fromkeys(plan.names, ws)
+        if params:
+            _record_path_params(ws, route, params, plan, kwargs)
+        if opts.auto_accept:
+            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
+        return None, plan, kwargs
     ctx = Context(app, ws.scope, websocket=ws, path_params=params)
     try:
         if opts.allowed_origins is not None or app.sessions is not None:
             _prepare(app, ws, opts)
-        plan = app.plan_for(route)
         kwargs = await ctx.kwargs(plan)
         if params:
             _record_path_params(ws, route, params, plan, kwargs)
