@@ -312,8 +312,10 @@ def build_loadgen(workdir: Path) -> Path:
 
 
 def run_one(loadgen: Path, server: str, scen: Scenario, timing: dict[str, float],
-            logdir: Path) -> dict[str, Any]:
-    srv = ServerProcess(server, logdir)
+            logdir: Path, make_server: Any = None) -> dict[str, Any]:
+    """One server, one scenario. ``make_server(name, logdir)`` builds the server process
+    (default :class:`ServerProcess`; bench/hub.py passes its own)."""
+    srv = (make_server or ServerProcess)(server, logdir)
     try:
         srv.wait_ready()
         args = dict(scen.args, port=srv.port, spids=",".join(map(str, srv.pids)), **timing)
