@@ -1,7 +1,9 @@
 """One connection's outgoing hub messages, and what happens when the peer is slow (P2, P3).
 
-On legato's server a message is written to the transport at once, as the frame every
-subscriber shares, from the publisher's call: no task per subscriber. While a peer's
+On legato's server the frame every subscriber shares is written to the transport by
+one callback per loop iteration (Hub._flush), all of that iteration's broadcasts to a
+subscriber in one write: no task per subscriber, and one system call per subscriber
+however many broadcasts are in flight (as uWebSockets does). While a peer's
 transport is above its high-water mark (it is not reading), its messages wait in a
 bounded queue here, flushed when the transport drains (the server calls back). Under
 other ASGI servers writing takes a coroutine: a connection with queued messages gets one
@@ -67,7 +69,8 @@ class Outbox:
     """The hub's side of one WebSocket: its topics, its queue, its counters."""
 
     __slots__ = ("ws", "hub", "topics", "limit", "policy", "close_code", "queue", "dropped",
-                 "delivered", "peak", "_session", "_sender", "closed")
+                 "delivered", "peak", "_session", "_sender", "closed", "pending", "fast_write",
+                 "http")
 
     def __init__(self, ws: WebSocket, hub: Hub, limit: int, policy: str,
                  close_code: int) -> None:
@@ -83,11 +86,22 @@ class Outbox:
         self.delivered = 0
         self.peak = 0
         self.closed = False
+        #: Deliveries of this loop iteration, written together by Hub._flush (one write
+        #: per subscriber however many broadcasts arrived meanwhile).
+        self.pending: list[Delivery] | None = None
         self._sender: asyncio.Task[None] | None = None
         session = ws.scope.get("extensions", {}).get("legato.websocket", {}).get("session")
         self._session = session
+        #: The transport's write method while frames may go straight to it (legato's
+        #: server, connection open, nothing queued); None otherwise. Hub._flush's loop.
+        self.fast_write: Any = None
+        self.http: Any = None
         if session is not None:
             session.on_writable = self.flush
+            self.http = session.http
+            if session.is_open and session.http.transport is not None:
+                self.fast_write = session.http.transport.write
+                session.on_closing = self._session_closing
 
     @property
     def depth(self) -> int:
@@ -97,19 +111,43 @@ class Outbox:
     def deliver(self, item: Delivery) -> None:
         if self.closed:
             return
-        session = self._session
-        if session is not None and not self.queue:
-            if not session.write_paused:
-                if session.write_frame(item.frame):
-                    self.delivered += 1
-                else:
-                    self.hub._gone(self)
-                return
+        if self._session is not None and not self.queue:
+            pending = self.pending
+            if pending is None:
+                self.pending = [item]
+                self.hub._mark_dirty(self)
+            else:
+                pending.append(item)
+            return
         self._enqueue(item)
-        if session is None and self._sender is None:
+        if self._session is None and self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send_queued())
 
+    def write_pending(self) -> None:
+        """Write this iteration's deliveries in one go (legato's server), or queue them
+        if the peer is not keeping up."""
+        pending = self.pending
+        self.pending = None
+        if pending is None or self.closed:
+            return
+        session = self._session
+        if session.write_paused or self.queue:
+            for item in pending:
+                self._enqueue(item)
+            return
+        frames = pending[0].frame if len(pending) == 1 else \
+            b"".join([item.frame for item in pending])
+        if session.write_frame(frames):
+            self.delivered += len(pending)
+        else:
+            self.hub._gone(self)
+
+
+    def _session_closing(self) -> None:
+        self.fast_write = None
+
     def _enqueue(self, item: Delivery) -> None:
+        self.fast_write = None  # order: nothing may overtake what waits here
         queue = self.queue
         if isinstance(queue, OrderedDict):
             if queue.pop(item.topic, None) is not None:
@@ -167,6 +205,9 @@ class Outbox:
                 self.hub._gone(self)
                 return
             self.delivered += 1
+        if not self.queue and not self.closed and session.is_open \
+                and session.http.transport is not None:
+            self.fast_write = session.http.transport.write
 
     async def _send_queued(self) -> None:
         """Other servers: one sender while there is something to send."""
@@ -188,6 +229,8 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
+        self.fast_write = None
+        self.pending = None
         self.queue.clear()
         if self._session is not None and self._session.on_writable == self.flush:
             self._session.on_writable = None

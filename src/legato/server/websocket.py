@@ -56,7 +56,7 @@ class WebSocketSession:
         "http", "loop", "config", "phase", "conn", "offer", "scope", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
-        "_denial_body", "on_writable",
+        "_denial_body", "on_writable", "on_closing",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -82,6 +82,8 @@ class WebSocketSession:
         #: Called when the transport's write buffer drains below its low-water mark
         #: (the hub flushes a connection's outbox then; no task per subscriber).
         self.on_writable: Any = None
+        #: Called once when the connection leaves OPEN (the hub stops writing to it).
+        self.on_closing: Any = None
         http.pause_reading()  # nothing to read until the app accepts
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
@@ -314,6 +316,7 @@ class WebSocketSession:
             self._close_reason = reason
         self.phase = Phase.CLOSED
         self._cancel_timers()
+        self._closing()
 
     def connection_lost(self) -> None:
         # An EOF only ends the connection (messages were queued as they arrived), so the
@@ -336,10 +339,16 @@ class WebSocketSession:
             return
         conn.send_close(code, reason)
         self.phase = Phase.CLOSING
+        self._closing()
         self.http.write(conn.data_to_send())
         self._cancel_ping()
         self._close_timer = self.loop.call_later(self.config.ws_close_timeout,
                                                  self._close_timed_out)
+
+    def _closing(self) -> None:
+        hook, self.on_closing = self.on_closing, None
+        if hook is not None:
+            hook()
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
