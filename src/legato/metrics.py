@@ -97,7 +97,11 @@ def render(app: App) -> str:
                 ("dropped", "counter", "messages dropped for slow consumers (P3)"),
                 ("queued", "gauge", "messages waiting in subscriber buffers"),
                 ("max_queue_depth", "gauge", "deepest subscriber buffer"),
-                ("backend_reconnects", "counter", "reconnections to the hub broker")):
+                ("backend_reconnects", "counter", "reconnections to the hub broker"),
+                ("backend_outages", "counter", "times the hub broker became unreachable"),
+                ("gaps", "counter", "reconnections that could not refill missed messages"),
+                ("published_locally", "counter",
+                 "messages delivered in this process only (broker unreachable)")):
             suffix = "_total" if kind == "counter" else ""
             family(f"legato_hub_{key}{suffix}", kind, helptext, [("", stats[key])])
     return "\n".join(lines) + "\n"

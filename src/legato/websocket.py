@@ -112,7 +112,7 @@ class WebSocket(HTTPConnection):
         "max_message_size", "subprotocol", "close_code", "close_reason", "client_closed",
         "opened", "_connect_seen", "_pending", "_reader_busy", "_waiters",
         "_disconnect_seen", "accept_headers", "_extension", "_check_sizes", "__weakref__",
-        "metrics",
+        "metrics", "_session",
     )
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Any],
@@ -145,7 +145,10 @@ class WebSocket(HTTPConnection):
         self._disconnect_seen = False
         #: Called at accept for extra response headers (the App sets the session cookie).
         self.accept_headers: Callable[[], list[tuple[str, str]]] | None = None
-        self._extension = "legato.websocket" in scope.get("extensions", {})
+        extension = scope.get("extensions", {}).get("legato.websocket")
+        self._extension = extension is not None
+        #: legato's server session when the App runs on it: sends skip the ASGI layer.
+        self._session = extension.get("session") if extension else None
         # legato's server enforces max_message_size itself (told at accept).
         self._check_sizes = max_message_size is not None and not self._extension
         #: The route's counters when the App has metrics on (P7), else None.
@@ -387,6 +390,15 @@ class WebSocket(HTTPConnection):
         """Send one message, encoded per the route's ``send_type`` (W3)."""
         kind = self.send_type
         if kind is None:
+            session = self._session
+            if session is not None and self.state is OPEN and \
+                    (type(data) is str or type(data) is bytes) and session.write_message(data):
+                # legato's server: written now, no ASGI dict, no server coroutine.
+                if session.http.write_paused:
+                    await session.http.drain()
+                if self.metrics is not None:
+                    self.metrics.sent(data)
+                return
             if type(data) is str:
                 event: dict[str, Any] = {"type": "websocket.send", "text": data}
             elif isinstance(data, (bytes, bytearray, memoryview)):

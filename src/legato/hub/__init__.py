@@ -32,7 +32,7 @@ from uuid import uuid4
 from .. import jsoncodec
 from ..typed import dump_value
 from ..exceptions import HTTPError
-from .backend import Backend, HubUnavailable, MemoryBackend, id_key
+from .backend import Backend, HubUnavailable, LocalIds, MemoryBackend, id_key
 from .outbox import POLICIES, Delivery, Outbox
 
 if TYPE_CHECKING:
@@ -129,8 +129,12 @@ class Hub:
         self.process_id = uuid4().hex[:12]
         # P7 counters.
         self.published = 0
+        self.published_locally = 0
         self.delivered_messages = 0
         self.dropped = 0
+        self.outages = 0
+        self.gaps = 0
+        self._local_ids = LocalIds()
         self.events: list[tuple[str, dict[str, Any]]] = []
 
     # ----------------------------------------------------------------- settings
@@ -187,6 +191,10 @@ class Hub:
         """Backend events (disconnected, reconnected...): logged, kept, counted."""
         self.events.append((kind, details))
         del self.events[:-100]
+        if kind == "disconnected":
+            self.outages += 1
+        elif kind == "gap":
+            self.gaps += 1
         # The backend logs these itself, at warning level; here they are kept and counted.
         logger.debug("hub event %s %s", kind, details)
 
@@ -203,8 +211,18 @@ class Hub:
             payload = message
         else:
             payload = jsoncodec.dumps_str(dump_value(message))
-        message_id: str = await self.backend.publish(
-            topic, payload, history=self.settings(topic).history)
+        try:
+            message_id: str = await self.backend.publish(
+                topic, payload, history=self.settings(topic).history)
+        except HubUnavailable as exc:
+            # The broker is down: this process's subscribers still get the message (local
+            # delivery goes on), and the caller learns that no other process did.
+            local = self._local_ids.next_id()
+            reached = len(self._subscribers.get(topic, ()))
+            self._deliver(topic, local, payload)
+            self.published_locally += 1
+            raise HubUnavailable(f"{exc}; delivered to this process's {reached} "
+                                 "subscriber(s) only", delivered_locally=True) from exc
         self.published += 1
         return message_id
 
@@ -427,4 +445,7 @@ class Hub:
             "queued": sum(depths),
             "max_queue_depth": max(depths, default=0),
             "backend_reconnects": getattr(self.backend, "reconnects", 0),
+            "backend_outages": self.outages,
+            "gaps": self.gaps,
+            "published_locally": self.published_locally,
         }

@@ -41,7 +41,15 @@ EventSink = Callable[[str, dict[str, Any]], None]
 
 
 class HubUnavailable(LegatoError):
-    """The hub's broker cannot be reached: the message was NOT published."""
+    """The hub's broker cannot be reached: the message did not reach other processes.
+
+    ``delivered_locally`` is True when the hub still delivered it to this process's own
+    subscribers (it does, from ``Hub.publish``: local delivery goes on during an outage).
+    """
+
+    def __init__(self, message: str, *, delivered_locally: bool = False) -> None:
+        super().__init__(message)
+        self.delivered_locally = delivered_locally
 
 
 class Backend(Protocol):
@@ -65,6 +73,23 @@ class Backend(Protocol):
     async def members(self, topic: str) -> dict[str, Any]: ...
 
 
+class LocalIds:
+    """Ids shaped like Redis Stream ids (``"<ms>-<seq>"``), growing in one process."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(0)
+        self._last_ms = 0
+
+    def next_id(self) -> str:
+        ms = int(time.time() * 1000)
+        if ms <= self._last_ms:
+            ms = self._last_ms  # the clock stepped back or stood still: ids still grow
+        else:
+            self._seq = itertools.count(0)
+        self._last_ms = ms
+        return f"{ms}-{next(self._seq)}"
+
+
 class MemoryBackend:
     """One process: delivery is a direct call, history a bounded deque per topic.
 
@@ -76,8 +101,7 @@ class MemoryBackend:
         self._sink: Sink | None = None
         self._history: dict[str, deque[tuple[str, str | bytes]]] = {}
         self._members: dict[str, dict[str, Any]] = {}
-        self._seq = itertools.count(1)
-        self._last_ms = 0
+        self._ids = LocalIds()
 
     async def start(self, sink: Sink, on_event: EventSink) -> None:
         self._sink = sink
@@ -85,17 +109,8 @@ class MemoryBackend:
     async def stop(self) -> None:
         self._sink = None
 
-    def _next_id(self) -> str:
-        ms = int(time.time() * 1000)
-        if ms <= self._last_ms:
-            ms = self._last_ms  # the clock stepped back or stood still: ids still grow
-        else:
-            self._seq = itertools.count(0)
-        self._last_ms = ms
-        return f"{ms}-{next(self._seq)}"
-
     async def publish(self, topic: str, payload: str | bytes, *, history: int = 0) -> str:
-        message_id = self._next_id()
+        message_id = self._ids.next_id()
         if history:
             kept = self._history.get(topic)
             if kept is None or kept.maxlen != history:

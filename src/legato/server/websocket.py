@@ -168,19 +168,9 @@ class WebSocketSession:
                 data = message.get("bytes")
                 if data is None:
                     raise ValueError("websocket.send needs 'text' or 'bytes'")
-            http = self.http
-            if conn.compresses:
-                if isinstance(data, str):
-                    conn.send_text(data)
-                else:
-                    conn.send_bytes(data)
-                http.write(conn.data_to_send())
-            else:
-                # Hot path (echo, broadcast): the frame, encoded once per message object,
-                # goes straight to the transport.
-                http.write(conn.send_prepared(http.state.frame_for(data)))
-            if http.write_paused:
-                await http.drain()
+            self.write_message(data)
+            if self.http.write_paused:
+                await self.http.drain()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
@@ -192,7 +182,27 @@ class WebSocketSession:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in a websocket scope")
 
-    # ------------------------------------------------------- native writes (the hub)
+    # --------------------------------------------- native writes (legato's App, hub)
+
+    def write_message(self, data: str | bytes) -> bool:
+        """Send one message now, without an ASGI dict or a coroutine; False when the
+        connection is not open. The caller waits for :meth:`HttpProtocol.drain` when
+        :attr:`write_paused` is set (backpressure)."""
+        conn = self.conn
+        if self.phase is not Phase.OPEN or conn is None:
+            return False
+        http = self.http
+        if conn.compresses:
+            if isinstance(data, str):
+                conn.send_text(data)
+            else:
+                conn.send_bytes(data)
+            http.write(conn.data_to_send())
+        else:
+            # Hot path (echo, broadcast): the frame, encoded once per message object,
+            # goes straight to the transport.
+            http.write(conn.send_prepared(http.state.frame_for(data)))
+        return True
 
     def write_frame(self, frame: bytes) -> bool:
         """Write an encoded server frame now, without a coroutine; False when the
