@@ -129,14 +129,20 @@ class Mount:
         return None
 
 
-@dataclass
 class RouteMatch:
-    route: Route | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    mount: Mount | None = None
-    subpath: str = ""
-    #: Methods allowed on the path when the method did not match (→ 405).
-    allowed: frozenset[str] = frozenset()
+    """What matched a path (a plain class: made once per request and connection)."""
+
+    __slots__ = ("route", "params", "mount", "subpath", "allowed")
+
+    def __init__(self, route: Route | None = None, params: dict[str, str] | None = None,
+                 mount: Mount | None = None, subpath: str = "",
+                 allowed: frozenset[str] = frozenset()) -> None:
+        self.route = route
+        self.params = params if params is not None else {}
+        self.mount = mount
+        self.subpath = subpath
+        #: Methods allowed on the path when the method did not match (→ 405).
+        self.allowed = allowed
 
 
 class Router:

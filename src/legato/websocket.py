@@ -186,13 +186,15 @@ class WebSocket(HTTPConnection):
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client "
                              f"(offered: {self.subprotocols})")
-        await self._consume_connect()
+        if not self._connect_seen:
+            await self._consume_connect()
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
         if self.accept_headers is not None:
             pairs += self.accept_headers()
         event: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol,
                                  "headers": [(n.lower().encode("latin-1"),
-                                              v.encode("latin-1")) for n, v in pairs]}
+                                              v.encode("latin-1")) for n, v in pairs]
+                                 if pairs else []}
         if self._extension and self.max_message_size is not None:
             event["legato.max_message_size"] = self.max_message_size
         await self._send(event)
