@@ -256,8 +256,7 @@ class Hub:
             for outbox in list(outboxes):
                 # The hot loop of every broadcast: one attribute check and one write.
                 write = outbox.fast_write
-                if write is not None and not outbox.http.write_paused \
-                        and outbox.pending is None:
+                if write is not None:
                     write(data)
                 else:
                     for item in items:

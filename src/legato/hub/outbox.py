@@ -98,10 +98,11 @@ class Outbox:
         self.http: Any = None
         if session is not None:
             session.on_writable = self.flush
+            session.on_paused = self._session_paused
             self.http = session.http
-            if session.is_open and session.http.transport is not None:
-                self.fast_write = session.http.transport.write
+            if session.is_open:
                 session.on_closing = self._session_closing
+            self._restore_fast_write()
 
     @property
     def depth(self) -> int:
@@ -115,6 +116,7 @@ class Outbox:
             pending = self.pending
             if pending is None:
                 self.pending = [item]
+                self.fast_write = None  # nothing may overtake what is pending
                 self.hub._mark_dirty(self)
             else:
                 pending.append(item)
@@ -139,12 +141,23 @@ class Outbox:
             b"".join([item.frame for item in pending])
         if session.write_frame(frames):
             self.delivered += len(pending)
+            self._restore_fast_write()
         else:
             self.hub._gone(self)
 
 
     def _session_closing(self) -> None:
         self.fast_write = None
+
+    def _session_paused(self) -> None:
+        self.fast_write = None  # the peer is behind: deliveries queue (see flush)
+
+    def _restore_fast_write(self) -> None:
+        session = self._session
+        if not self.queue and self.pending is None and not self.closed \
+                and session.is_open and not session.http.write_paused \
+                and session.http.transport is not None:
+            self.fast_write = session.http.transport.write
 
     def _enqueue(self, item: Delivery) -> None:
         self.fast_write = None  # order: nothing may overtake what waits here
@@ -205,9 +218,7 @@ class Outbox:
                 self.hub._gone(self)
                 return
             self.delivered += 1
-        if not self.queue and not self.closed and session.is_open \
-                and session.http.transport is not None:
-            self.fast_write = session.http.transport.write
+        self._restore_fast_write()
 
     async def _send_queued(self) -> None:
         """Other servers: one sender while there is something to send."""

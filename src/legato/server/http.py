@@ -160,6 +160,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        websocket = self.websocket
+        if websocket is not None and websocket.on_paused is not None:
+            websocket.on_paused()
 
     def resume_writing(self) -> None:
         self.write_paused = False

@@ -56,7 +56,7 @@ class WebSocketSession:
         "http", "loop", "config", "phase", "conn", "offer", "scope", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
-        "_denial_body", "on_writable", "on_closing",
+        "_denial_body", "on_writable", "on_closing", "on_paused",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -84,6 +84,8 @@ class WebSocketSession:
         self.on_writable: Any = None
         #: Called once when the connection leaves OPEN (the hub stops writing to it).
         self.on_closing: Any = None
+        #: Called when the transport's buffer goes above its high-water mark.
+        self.on_paused: Any = None
         http.pause_reading()  # nothing to read until the app accepts
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
