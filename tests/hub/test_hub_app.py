@@ -4,6 +4,7 @@ handler code for both (P4), driven through the TestClient."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +242,30 @@ def test_P7_metrics_show_hub_drops_and_depths() -> None:
     assert "legato_hub_published_total 1" in text
     assert "legato_hub_dropped_total 0" in text
     assert "legato_hub_max_queue_depth" in text
+
+
+def test_P1_the_hub_delivers_under_uvicorn_too() -> None:
+    # Under other ASGI servers writes need a coroutine: one sender task per connection
+    # with queued messages (outbox.py). Same handler code, clients nobody here wrote.
+    import sys
+    from pathlib import Path
+
+    from websockets.sync.client import connect
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "framework"))
+    from live import serve_uvicorn
+
+    app = room_app("memory://", hub_history=10)
+    with serve_uvicorn(app) as port:
+        url = f"ws://127.0.0.1:{port}/rooms/u"
+        with connect(f"{url}?name=ann") as ann, connect(f"{url}?name=bob") as bob:
+            for ws in (ann, bob):
+                assert ws.recv(timeout=5) == '{"ready":true}'
+            for n in range(50):
+                ann.send(f"m{n}")
+            for ws in (ann, bob):
+                got = [json.loads(ws.recv(timeout=5))["data"]["text"] for _ in range(50)]
+                assert got == [f"m{n}" for n in range(50)]
+        with connect(f"{url}?since=0") as late:
+            replayed = [json.loads(late.recv(timeout=5)) for _ in range(10)]
+            assert [r["data"]["text"] for r in replayed] == [f"m{n}" for n in range(40, 50)]
