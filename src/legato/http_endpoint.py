@@ -17,7 +17,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError
-from .params import PATTERN_TYPES, Kind, Param, Plan, convert, converter_for
+from .params import Plan, fill_path_params
 from .providers import Context, call_plan
 from .requests import Request
 from .responses import (
@@ -67,7 +67,8 @@ async def _handle(app: App, route: Route, request: Request, ctx: Context) -> Res
     if response is None:
         plan = app.plan_for(route)
         kwargs = await ctx.kwargs(plan)
-        _record_path_params(request, route, ctx.path_params, plan, kwargs)
+        fill_path_params(request.path_params, ctx.path_params, route.pattern.types, plan,
+                         kwargs)
         response = await _call(plan, kwargs)
     for hook in app.after_hooks:
         ctx.extras = {"response": response}
@@ -76,20 +77,6 @@ async def _handle(app: App, route: Route, request: Request, ctx: Context) -> Res
             response = result
     _add_session_cookie(app, request, response)
     return response
-
-
-def _record_path_params(request: Request, route: Route, raw: dict[str, str], plan: Plan,
-                        kwargs: dict[str, Any]) -> None:
-    """H1: ``request.path_params`` holds every path parameter, converted by the handler's
-    annotation where it names one, else by the pattern's type (``{n:int}``)."""
-    path_params = request.path_params
-    for name, value in raw.items():
-        tp = PATTERN_TYPES.get(route.pattern.types.get(name, "str"), str)
-        path_params[name] = convert(Param(name, Kind.PATH, convert=converter_for(tp)),
-                                    value, "path")
-    for param in plan.params:
-        if param.kind is Kind.PATH:
-            path_params[param.name] = kwargs[param.name]
 
 
 async def _call(plan: Plan, kwargs: dict[str, Any]) -> Response:

@@ -33,7 +33,7 @@ from uuid import UUID
 from .exceptions import BadRequest
 
 __all__ = ["Plan", "Param", "Kind", "ParameterError", "build_plan", "converter_for",
-           "is_model_type", "EMPTY"]
+           "is_model_type", "fill_path_params", "EMPTY"]
 
 EMPTY: Any = inspect.Parameter.empty
 
@@ -96,8 +96,24 @@ class Plan:
     def names(self) -> list[str]:
         return [p.name for p in self.params if p.kind is not Kind.SKIP]
 
-    def wants(self, kind: Kind) -> bool:
-        return any(p.kind is kind for p in self.params)
+    @cached_property
+    def path_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.params if p.kind is Kind.PATH)
+
+
+def fill_path_params(target: dict[str, Any], raw: Mapping[str, str],
+                     pattern_types: Mapping[str, str], plan: Plan,
+                     kwargs: Mapping[str, Any]) -> None:
+    """W11/H1: ``path_params`` holds every path parameter: the handler's converted value
+    where it names one, else the raw value converted by the pattern's type (``{n:int}``)."""
+    named = plan.path_names
+    for name, value in raw.items():
+        if name in named:
+            target[name] = kwargs[name]
+        else:
+            tp = PATTERN_TYPES.get(pattern_types.get(name, "str"), str)
+            target[name] = convert(Param(name, Kind.PATH, convert=converter_for(tp)),
+                                   value, "path")
 
 
 def _unwrap_optional(tp: Any) -> Any:

@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
-from .params import PATTERN_TYPES, Kind, Param, Plan, convert, converter_for
+from .params import Plan, fill_path_params
 from .providers import Context, call_plan
 from .routing import Route
 from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
@@ -86,36 +86,31 @@ async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, o
     """Everything before the handler: checks, parameters, hooks, on_connect, accept.
 
     Returns the context only when something must be torn down later (request-scoped
-    providers), so an idle connection does not keep it.
+    providers), so an idle connection does not keep it. The common ``handler(ws)``
+    without hooks or on_connect makes no context at all: there is nothing to resolve.
     """
     plan = app.plan_for(route)
-    if plan.only_websocket and not app.websocket_hooks and opts.on_connect is None:
-        # The common `async def handler(ws)`: nothing to resolve, no context to keep.
-        if opts.allowed_origins is not None or app.sessions is not None:
-            _prepare(app, ws, opts)
-        kwargs = dict.fromkeys(plan.names, ws)
-        if params:
-            _record_path_params(ws, route, params, plan, kwargs)
-        if opts.auto_accept:
-            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
-        return None, plan, kwargs
-    ctx = Context(app, ws.scope, websocket=ws, path_params=params)
+    ctx = None
+    if not (plan.only_websocket and not app.websocket_hooks and opts.on_connect is None):
+        ctx = Context(app, ws.scope, websocket=ws, path_params=params)
     try:
         if opts.allowed_origins is not None or app.sessions is not None:
             _prepare(app, ws, opts)
-        kwargs = await ctx.kwargs(plan)
+        kwargs = dict.fromkeys(plan.names, ws) if ctx is None else await ctx.kwargs(plan)
         if params:
-            _record_path_params(ws, route, params, plan, kwargs)
-        if app.websocket_hooks:
-            await _run_hooks(app, ctx)
-        if opts.on_connect is not None:
-            await _on_connect(app, ws, ctx, opts.on_connect)
+            fill_path_params(ws.path_params, params, route.pattern.types, plan, kwargs)
+        if ctx is not None:
+            for hook in app.websocket_hooks:
+                await call_plan(app.plan_for_callable(hook), ctx)
+            if opts.on_connect is not None:
+                await _on_connect(app, ws, ctx, opts.on_connect)
         if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
             await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
     except BaseException:
-        await ctx.aclose()
+        if ctx is not None:
+            await ctx.aclose()
         raise
-    return (ctx if ctx.stack is not None else None), plan, kwargs
+    return (ctx if ctx is not None and ctx.stack is not None else None), plan, kwargs
 
 
 def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
@@ -127,25 +122,6 @@ def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
     app.load_session(ws.scope)
     if app.sessions is not None:
         ws.accept_headers = lambda: app.session_headers(ws.scope)
-
-
-def _record_path_params(ws: WebSocket, route: Route, raw: dict[str, str], plan: Plan,
-                        kwargs: dict[str, Any]) -> None:
-    """W11: ``ws.path_params`` holds every path parameter, converted by the handler's
-    annotation where it names one, else by the pattern's type (``{n:int}``)."""
-    path_params = ws.path_params
-    for name, value in raw.items():
-        tp = PATTERN_TYPES.get(route.pattern.types.get(name, "str"), str)
-        path_params[name] = convert(Param(name, Kind.PATH, convert=converter_for(tp)),
-                                    value, "path")
-    for param in plan.params:
-        if param.kind is Kind.PATH:
-            path_params[param.name] = kwargs[param.name]
-
-
-async def _run_hooks(app: App, ctx: Context) -> None:
-    for hook in app.websocket_hooks:
-        await call_plan(app.plan_for_callable(hook), ctx)
 
 
 async def _on_connect(app: App, ws: WebSocket, ctx: Context, callback: Any) -> None:
