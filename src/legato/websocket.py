@@ -254,9 +254,13 @@ class WebSocket(HTTPConnection):
         else:
             event = await self._read()
         if event["type"] == "websocket.disconnect":
-            self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
-            self._disconnect_seen = True
+            self._peer_closed(event)
         return event
+
+    def _peer_closed(self, event: dict[str, Any]) -> None:
+        """A ``websocket.disconnect`` reached the handler: the connection is over."""
+        self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
+        self._disconnect_seen = True
 
     async def _read(self) -> dict[str, Any]:
         if self._reader_busy:  # wait_closed() is reading: take what it keeps for us
@@ -271,28 +275,19 @@ class WebSocket(HTTPConnection):
 
     async def _message(self) -> dict[str, Any]:
         """The next ``websocket.receive`` event; ``WebSocketDisconnect`` at the end."""
-        if self.state is not OPEN or self._pending or self._reader_busy:
-            return await self._message_slow()
-        self._reader_busy = True
-        try:
-            event: dict[str, Any] = await self._receive()
-        finally:
-            self._reader_busy = False
-        if event["type"] != "websocket.receive":
-            return self._not_a_message(event)
-        if self._check_sizes:
-            await self._check_size(event)
-        if self.metrics is not None:
-            self._count_in(event)
-        return event
-
-    async def _message_slow(self) -> dict[str, Any]:
-        if self.state is CONNECTING:
+        if self.state is OPEN and not self._pending and not self._reader_busy:
+            self._reader_busy = True  # the common case, without a helper coroutine
+            try:
+                event: dict[str, Any] = await self._receive()
+            finally:
+                self._reader_busy = False
+        elif self.state is CONNECTING:
             raise RuntimeError("accept() the WebSocket before receiving (or iterate it "
                                "with `async for`, which accepts)")
-        if self.state is CLOSED and not self._pending:
+        elif self.state is CLOSED and not self._pending:
             raise WebSocketDisconnect(self.close_code or 1006, self.close_reason)
-        event = self._pending.pop(0) if self._pending else await self._read()
+        else:
+            event = self._pending.pop(0) if self._pending else await self._read()
         if event["type"] != "websocket.receive":
             return self._not_a_message(event)
         if self._check_sizes:
@@ -307,8 +302,7 @@ class WebSocket(HTTPConnection):
 
     def _not_a_message(self, event: dict[str, Any]) -> dict[str, Any]:
         if event["type"] == "websocket.disconnect":
-            self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
-            self._disconnect_seen = True
+            self._peer_closed(event)
             raise WebSocketDisconnect(self.close_code or 1005, self.close_reason)
         raise RuntimeError(f"unexpected ASGI event {event['type']!r}")
 
@@ -586,8 +580,7 @@ class WebSocket(HTTPConnection):
                     self.metrics.received(data)
                 return data
             if event["type"] == "websocket.disconnect":  # the end, without detours
-                self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
-                self._disconnect_seen = True
+                self._peer_closed(event)
                 code = self.close_code or 1005
                 if is_caught(code, self.caught_close_codes):
                     raise StopAsyncIteration
