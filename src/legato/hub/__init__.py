@@ -314,17 +314,16 @@ class Hub:
         outbox = self._outbox(ws, topic)
         if topic in outbox.topics:
             return
-        subscribers = self._subscribers.get(topic)
-        first = not subscribers
         if sub.since is not None:
             # P5: hold live messages while the history is read, then send history and
             # the held messages in order, without repeats.
             await self._replay(outbox, sub)
         else:
+            first = not self._subscribers.get(topic)
             self._subscribers.setdefault(topic, set()).add(outbox)
             outbox.topics.add(topic)
-        if first:
-            await self.backend.listen(topic)
+            if first:
+                await self.backend.listen(topic)
         if sub.presence is not None:
             member = f"{self.process_id}:{id(ws):x}"
             self._members[(ws, topic)] = member

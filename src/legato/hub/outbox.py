@@ -98,10 +98,10 @@ class Outbox:
         self.http: Any = None
         if session is not None:
             session.on_writable = self.flush
-            session.on_paused = self._session_paused
+            session.on_paused = self._stop_fast_writes
             self.http = session.http
             if session.is_open:
-                session.on_closing = self._session_closing
+                session.on_closing = self._stop_fast_writes
             self._restore_fast_write()
 
     @property
@@ -146,11 +146,10 @@ class Outbox:
             self.hub._gone(self)
 
 
-    def _session_closing(self) -> None:
+    def _stop_fast_writes(self) -> None:
+        """The connection closes, or its peer is behind: deliveries go through deliver()
+        (queued, flushed when the transport drains)."""
         self.fast_write = None
-
-    def _session_paused(self) -> None:
-        self.fast_write = None  # the peer is behind: deliveries queue (see flush)
 
     def _restore_fast_write(self) -> None:
         session = self._session
