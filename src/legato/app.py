@@ -21,7 +21,7 @@ from .params import Param, Plan, build_plan, is_model_type
 from .providers import Context, Providers, call_plan
 from .routing import Mount, Route, Router, WebSocketOptions
 from .http_endpoint import respond_error, serve_http
-from .scope import route_path
+from .scope import HTTPConnection, route_path
 from .ws_endpoint import serve_websocket
 
 __all__ = ["App"]
@@ -294,11 +294,7 @@ class App:
 
     def load_session(self, scope: dict[str, Any]) -> None:
         if self.sessions is not None and "session" not in scope:
-            from .datastructures import parse_cookies  # noqa: PLC0415
-
-            header = "; ".join(bytes(v).decode("latin-1") for n, v in scope.get("headers", ())
-                               if bytes(n).lower() == b"cookie")
-            scope["session"] = self.sessions.load(parse_cookies(header))
+            scope["session"] = self.sessions.load(HTTPConnection(scope).cookies)
 
     def session_headers(self, scope: dict[str, Any]) -> list[tuple[str, str]]:
         session = scope.get("session")
