@@ -71,7 +71,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import pstats
 import shutil
 import signal
@@ -81,7 +80,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -493,31 +491,15 @@ def main() -> int:
             skipped[srv] = why
             servers.remove(srv)
             print(f"skipping {srv}: {why}", flush=True)
-    meta: dict[str, Any] = {
-        "python": platform.python_version(), "kernel": platform.release(),
-        "cpus": os.cpu_count(), "repeat": repeat, **timing, "quick": opts.quick,
-        "redis_cpus": sorted(HubServer.redis_cpus), "redis_url": os.environ.get("REDIS_URL"),
-        "versions": {}, "skipped": skipped, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+    meta = harness.collect_meta(
+        PACKAGES, repeat=repeat, **timing, quick=opts.quick,
+        redis_cpus=sorted(HubServer.redis_cpus), redis_url=os.environ.get("REDIS_URL"),
+        skipped=skipped)
     try:
-        git = ["git", "-C", str(harness.HERE.parent)]
-        meta["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip()
-        meta["src_changed"] = subprocess.run(git + ["status", "--porcelain", "src"],
-                                             capture_output=True, text=True).stdout.split()[1::2]
         meta["redis_server"] = subprocess.run(["redis-server", "--version"], capture_output=True,
                                               text=True).stdout.strip()
     except OSError:
         pass
-    for pkg in PACKAGES:
-        try:
-            meta["versions"][pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
-            meta["versions"][pkg] = None
-    if meta.get("git_head"):
-        print(f"legato at {meta['git_head']}"
-              + (f" + uncommitted {', '.join(meta['src_changed'])}" if meta.get("src_changed")
-                 else ""))
     print(f"servers: {', '.join(servers)}; {repeat} round(s) x {len(scens)} scenarios; "
           f"window {timing['duration']} s after {timing['warmup']} s warm-up; "
           f"{REDIS} on CPU(s) {opts.redis_cpus}", flush=True)

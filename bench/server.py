@@ -499,6 +499,34 @@ def report(servers: list[str], scens: list[Scenario], runs: dict[tuple[str, str]
             "runs": {f"{srv}/{sc}": rs for (srv, sc), rs in runs.items()}}
 
 
+def collect_meta(packages: list[str], **fields: Any) -> dict[str, Any]:
+    """What a run measured on: machine, versions, and which legato (the commit, and the
+    files of src/ changed since, printed so an uncommitted measurement shows)."""
+    meta: dict[str, Any] = {
+        "python": platform.python_version(), "kernel": platform.release(),
+        "cpus": os.cpu_count(), **fields, "versions": {},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+    try:
+        git = ["git", "-C", str(HERE.parent)]
+        meta["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True).stdout.strip()
+        meta["src_changed"] = subprocess.run(git + ["status", "--porcelain", "src"],
+                                             capture_output=True, text=True).stdout.split()[1::2]
+    except OSError:
+        pass
+    for pkg in packages:
+        try:
+            meta["versions"][pkg] = version(pkg)
+        except Exception:  # noqa: BLE001
+            meta["versions"][pkg] = None
+    if meta.get("git_head"):
+        print(f"legato at {meta['git_head']}"
+              + (f" + uncommitted {', '.join(meta['src_changed'])}" if meta.get("src_changed")
+                 else ""))
+    return meta
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short smoke run (~2 min)")
@@ -529,32 +557,12 @@ def main() -> int:
     raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="legato-bench-"))
     loadgen = build_loadgen(workdir)
-    meta = {"python": platform.python_version(), "kernel": platform.release(),
-            "cpus": os.cpu_count(), "repeat": repeat, **timing, "quick": opts.quick,
-            "versions": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
-    try:  # which legato is measured: the commit, and files changed since
-        git = ["git", "-C", str(HERE.parent)]
-        meta["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip()
-        meta["src_changed"] = subprocess.run(git + ["status", "--porcelain", "src"],
-                                             capture_output=True, text=True).stdout.split()[1::2]
-    except OSError:
-        pass
+    meta = collect_meta(PACKAGES, repeat=repeat, **timing, quick=opts.quick)
     try:
         from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol as uvicorn_ws
         meta["uvicorn_ws"] = getattr(uvicorn_ws, "__name__", str(uvicorn_ws))
     except ImportError:
         pass
-    for pkg in PACKAGES:
-        try:
-            meta["versions"][pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
-            meta["versions"][pkg] = None
-    if meta.get("git_head"):
-        print(f"legato at {meta['git_head']}"
-              + (f" + uncommitted {', '.join(meta['src_changed'])}" if meta.get("src_changed")
-                 else ""))
     print(f"servers: {', '.join(servers)}; {repeat} round(s) x {len(scens)} scenarios; "
           f"window {timing['duration']} s after {timing['warmup']} s warm-up", flush=True)
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {
