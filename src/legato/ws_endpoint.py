@@ -75,7 +75,7 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             ws.metrics.open -= 1
             ws.metrics.close_codes[ws.close_code if ws.close_code is not None else 1006] += 1
         hub = app._hub
-        if hub is not None and ws in hub._outboxes:
+        if hub is not None and hub.knows(ws):
             await hub.forget(ws)  # P1: a closed connection leaves all its topics
         if ctx is not None or opts.on_close is not None or opts.on_disconnect is not None:
             await _finish(app, ws, ctx, opts, params)

@@ -380,6 +380,10 @@ class Hub:
         if member is not None:
             await self._quietly(self.backend.leave(topic, member))
 
+    def knows(self, ws: WebSocket) -> bool:
+        """Is ``ws`` subscribed to anything (cheap: asked at every connection's end)?"""
+        return ws in self._outboxes
+
     async def forget(self, ws: WebSocket) -> None:
         """The connection ended: leave all its topics (P1: no leak)."""
         outbox = self._outboxes.pop(ws, None)
