@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall when the package definition or the C extension changes.
-$(STAMP): $(PY) pyproject.toml setup.py src/legato/protocol/_speedups.c
+$(STAMP): $(PY) pyproject.toml setup.py src/legato/protocol/_speedups.c src/legato/server/_direct.c
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
@@ -25,11 +25,14 @@ system-deps:
 run: install
 	$(PY) examples/chat/app.py --host 127.0.0.1 --port 8000
 
-# The whole suite, then the protocol tests again on the pure-Python fallback
-# (no C speed-ups), because users without a compiler get that one.
+# The whole suite, then the parts with compiled code (protocol core, server writes,
+# hub broadcast) again on the pure-Python fallback, because users without a compiler
+# get that one. Separate runs: each test folder has its own conftest.
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/protocol
+	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/server
+	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/hub
 
 bench: install
 	$(PY) bench/protocol.py
@@ -39,4 +42,4 @@ lint: install
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/legato/protocol/*.so
+	rm -rf $(VENV) build src/*.egg-info src/legato/protocol/*.so src/legato/server/*.so

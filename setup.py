@@ -31,5 +31,13 @@ if os.environ.get("LEGATO_NO_EXTENSIONS") != "1":
             optional=True,
         )
     )
+    # Writes straight to the socket (src/legato/server/direct.py falls back to Python).
+    ext_modules.append(
+        Extension(
+            "legato.server._direct",
+            sources=["src/legato/server/_direct.c"],
+            optional=True,
+        )
+    )
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

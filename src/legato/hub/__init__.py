@@ -30,8 +30,9 @@ from urllib.parse import parse_qsl
 from uuid import uuid4
 
 from .. import jsoncodec
-from ..typed import dump_value
 from ..exceptions import HTTPError
+from ..server.direct import send_all
+from ..typed import dump_value
 from .backend import Backend, HubUnavailable, LocalIds, MemoryBackend, id_key
 from .outbox import POLICIES, Delivery, Outbox
 
@@ -253,12 +254,10 @@ class Hub:
                 continue
             data = items[0].frame if len(items) == 1 else b"".join([i.frame for i in items])
             self.delivered_messages += len(items) * len(outboxes)
-            for outbox in list(outboxes):
-                # The hot loop of every broadcast: one attribute check and one write.
-                write = outbox.fast_write
-                if write is not None:
-                    write(data)
-                else:
+            # The hot loop of every broadcast (fanout.py); the rest are queued.
+            slow = send_all(list(outboxes), data)
+            if slow is not None:
+                for outbox in slow:
                     for item in items:
                         outbox.deliver(item)
         dirty, self._dirty = self._dirty, []
@@ -335,6 +334,7 @@ class Hub:
 
         class _Holder:
             closed = False
+            fast = None  # never written to directly: _flush hands it every delivery
 
             def deliver(self, item: Delivery) -> None:
                 held.append(item)
@@ -397,7 +397,7 @@ class Hub:
     def _gone(self, outbox: Outbox) -> None:
         """A write found the connection closed: stop delivering to it now."""
         outbox.closed = True
-        outbox.fast_write = None
+        outbox.fast = None
         for topic in outbox.topics:
             subscribers = self._subscribers.get(topic)
             if subscribers is not None:

@@ -69,7 +69,7 @@ class Outbox:
     """The hub's side of one WebSocket: its topics, its queue, its counters."""
 
     __slots__ = ("ws", "hub", "topics", "limit", "policy", "close_code", "queue", "dropped",
-                 "delivered", "peak", "_session", "_sender", "closed", "pending", "fast_write",
+                 "delivered", "peak", "_session", "_sender", "closed", "pending", "fast",
                  "http")
 
     def __init__(self, ws: WebSocket, hub: Hub, limit: int, policy: str,
@@ -92,9 +92,10 @@ class Outbox:
         self._sender: asyncio.Task[None] | None = None
         session = ws.scope.get("extensions", {}).get("legato.websocket", {}).get("session")
         self._session = session
-        #: The transport's write method while frames may go straight to it (legato's
-        #: server, connection open, nothing queued); None otherwise. Hub._flush's loop.
-        self.fast_write: Any = None
+        #: The connection's writer (legato.server.direct) while frames may go straight
+        #: to it (legato's server, connection open, nothing queued here); None otherwise.
+        #: Hub._flush's loop reads it.
+        self.fast: Any = None
         self.http: Any = None
         if session is not None:
             session.on_writable = self.flush
@@ -102,7 +103,7 @@ class Outbox:
             self.http = session.http
             if session.is_open:
                 session.on_closing = self._stop_fast_writes
-            self._restore_fast_write()
+            self._restore_fast()
 
     @property
     def depth(self) -> int:
@@ -116,7 +117,7 @@ class Outbox:
             pending = self.pending
             if pending is None:
                 self.pending = [item]
-                self.fast_write = None  # nothing may overtake what is pending
+                self.fast = None  # nothing may overtake what is pending
                 self.hub._mark_dirty(self)
             else:
                 pending.append(item)
@@ -141,7 +142,7 @@ class Outbox:
             b"".join([item.frame for item in pending])
         if session.write_frame(frames):
             self.delivered += len(pending)
-            self._restore_fast_write()
+            self._restore_fast()
         else:
             self.hub._gone(self)
 
@@ -149,17 +150,17 @@ class Outbox:
     def _stop_fast_writes(self) -> None:
         """The connection closes, or its peer is behind: deliveries go through deliver()
         (queued, flushed when the transport drains)."""
-        self.fast_write = None
+        self.fast = None
 
-    def _restore_fast_write(self) -> None:
+    def _restore_fast(self) -> None:
         session = self._session
         if not self.queue and self.pending is None and not self.closed \
                 and session.is_open and not session.http.write_paused \
                 and session.http.transport is not None:
-            self.fast_write = session.http.transport.write
+            self.fast = session.http.writer
 
     def _enqueue(self, item: Delivery) -> None:
-        self.fast_write = None  # order: nothing may overtake what waits here
+        self.fast = None  # order: nothing may overtake what waits here
         queue = self.queue
         if isinstance(queue, OrderedDict):
             if queue.pop(item.topic, None) is not None:
@@ -217,7 +218,7 @@ class Outbox:
                 self.hub._gone(self)
                 return
             self.delivered += 1
-        self._restore_fast_write()
+        self._restore_fast()
 
     async def _send_queued(self) -> None:
         """Other servers: one sender while there is something to send."""
@@ -239,7 +240,7 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
-        self.fast_write = None
+        self.fast = None
         self.pending = None
         self.queue.clear()
         if self._session is not None and self._session.on_writable == self.flush:

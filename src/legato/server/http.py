@@ -29,6 +29,7 @@ import httptools
 from ..protocol import Headers
 from ..protocol.handshake import is_upgrade_request
 from .cycle import RequestCycle, simple_response
+from .direct import Writer, detach, writer_for
 from .state import ServerState, logger
 
 __all__ = ["HttpProtocol"]
@@ -54,6 +55,10 @@ class _Reject(Exception):
         self.status = status
 
 
+def _no_writer(data: bytes) -> None:
+    """Before connection_made there is nothing to write to."""
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection of the built-in server."""
 
@@ -62,7 +67,7 @@ class HttpProtocol(asyncio.Protocol):
         "_phase", "_timer", "_url", "_headers", "_head_size", "_head_bytes", "_in_head",
         "_head_timer", "_cycle", "_parsing", "_pending_upgrade", "_pipeline",
         "_reading_paused", "write_paused", "_drain_waiter", "_over_limit", "_body_size",
-        "websocket",
+        "websocket", "writer",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -92,6 +97,9 @@ class HttpProtocol(asyncio.Protocol):
         self._over_limit = False
         self._body_size = 0
         self.websocket: Any = None  # WebSocketSession once upgraded
+        #: Every write of this connection goes through it (direct.py): send(2) straight
+        #: to a plain TCP socket while the transport holds nothing, else transport.write.
+        self.writer: Writer = _no_writer
 
     # --------------------------------------------------------------- asyncio callbacks
 
@@ -100,6 +108,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(self.config.write_high_water,
                                           self.config.write_low_water)
+        self.writer = writer_for(transport)
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
@@ -111,6 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_timer = True  # the first head's deadline runs from accept
 
     def connection_lost(self, exc: Exception | None) -> None:
+        detach(self.writer)  # the transport closes the socket after this returns
         self.state.connections.discard(self)
         self._phase = _Phase.CLOSED
         self._cancel_timer()
@@ -404,7 +414,7 @@ class HttpProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(data)
+            self.writer(data)
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
