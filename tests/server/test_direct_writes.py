@@ -238,6 +238,11 @@ def test_sender_rejects_bad_arguments_with_clear_errors(loop_kind: str) -> None:
                 sender("text is not bytes")  # type: ignore[arg-type]
             with pytest.raises(TypeError, match="keyword"):
                 sender(data=b"x")  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="exactly one"):
+                sender()  # type: ignore[call-arg]
+            blank = direct.Sender.__new__(direct.Sender)  # never initialised
+            assert blank.fd == -1
+            blank(b"goes nowhere")
         finally:
             pair.close()
 

@@ -25,11 +25,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall; /* sender(data) without an argument tuple */
     PyObject *transport; /* NULL once detached */
     int fd;              /* -1 once detached */
     int clean;           /* nothing handed to the transport since it was last empty */
@@ -118,17 +120,17 @@ Sender_write(Sender *self, PyObject *data)
 }
 
 static PyObject *
-Sender_call(Sender *self, PyObject *args, PyObject *kwargs)
+Sender_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    PyObject *data;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
         PyErr_SetString(PyExc_TypeError, "Sender(data) takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_UnpackTuple(args, "Sender", 1, 1, &data)) {
+    if (PyVectorcall_NARGS(nargsf) != 1) {
+        PyErr_SetString(PyExc_TypeError, "Sender(data) takes exactly one argument");
         return NULL;
     }
-    return Sender_write(self, data);
+    return Sender_write((Sender *)self, args[0]);
 }
 
 static PyObject *
@@ -143,6 +145,19 @@ static PyObject *
 Sender_get_fd(Sender *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromLong(self->fd);
+}
+
+static PyObject *
+Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Sender *self = (Sender *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->vectorcall = Sender_vectorcall;
+        self->transport = NULL; /* a Sender never initialised writes nothing */
+        self->fd = -1;
+        self->clean = 0;
+    }
+    return (PyObject *)self;
 }
 
 static int
@@ -205,13 +220,14 @@ static PyTypeObject SenderType = {
     .tp_name = "legato.server._direct.Sender",
     .tp_doc = "One plain-TCP connection's writer: send(2) when the transport is empty.",
     .tp_basicsize = sizeof(Sender),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Sender, vectorcall),
+    .tp_new = Sender_new,
     .tp_init = (initproc)Sender_init,
     .tp_dealloc = (destructor)Sender_dealloc,
     .tp_traverse = (traverseproc)Sender_traverse,
     .tp_clear = (inquiry)Sender_clear,
-    .tp_call = (ternaryfunc)Sender_call,
+    .tp_call = PyVectorcall_Call,
     .tp_methods = Sender_methods,
     .tp_getset = Sender_getset,
 };
