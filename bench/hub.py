@@ -50,12 +50,12 @@ against legato-hub (memory) and the latency it adds (p50/p99 difference; hop_100
 one to read for the trip through Redis), and how the kernel spread the subscribers over
 the two workers.
 
-Reading the figures: at this window (2 broadcasts in flight) uWebSockets (socketify)
-sends the broadcasts queued for a subscriber during one event-loop iteration in one
-send() -- about 0.5 send syscalls per delivery here, where every Python server makes one
-write() per delivery -- and on loopback the kernel's TCP send path is most of the cost
-(~70% of legato-hub's CPU by perf). socketify's figure therefore grows with the window;
-legato-hub's does not (measured at 5,000 subscribers, windows 1/2/8).
+Reading the figures: at this window (2 broadcasts in flight) both legato-hub and
+uWebSockets (socketify) send the broadcasts queued for a subscriber during one event-loop
+iteration in one send() -- about 0.5 system calls per delivery -- and on loopback the
+kernel's TCP path is nearly all the cost (perf: ~93% of legato-hub's server CPU, ~89% of
+socketify's; legato-hub's loop over subscribers is C, legato.server.direct). Both then
+sit close to the load generator's own limit (its CPU is shown per run; '~' marks > 90%).
 
 Profiling: ``--profile N`` runs legato-hub alone under cProfile at N subscribers (one
 round) and prints where the server's time goes (the server is stopped with SIGTERM, so

@@ -15,7 +15,7 @@ async def main(url: str, prefix: str) -> None:
     backend = RedisBackend(url, prefix=prefix, presence_ttl=0.5)
     echoes: set[asyncio.Task[str]] = set()
 
-    def sink(topic: str, message_id: str, payload: str | bytes) -> None:
+    def sink(topic: str, message_id: str, payload: str | bytes, key: str | None) -> None:
         task = asyncio.ensure_future(backend.publish("pong", payload))
         echoes.add(task)
         task.add_done_callback(echoes.discard)

@@ -14,11 +14,14 @@ from legato.hub.backend import Backend
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, str | bytes]] = []  # (topic, id, payload)
+        self.keys: list[str | None] = []  # the key of each message, in the same order
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._changed = asyncio.Event()
 
-    def sink(self, topic: str, message_id: str, payload: str | bytes) -> None:
+    def sink(self, topic: str, message_id: str, payload: str | bytes,
+             key: str | None = None) -> None:
         self.messages.append((topic, message_id, payload))
+        self.keys.append(key)
         self._changed.set()
 
     def on_event(self, kind: str, details: dict[str, Any]) -> None:

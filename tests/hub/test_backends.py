@@ -49,10 +49,27 @@ async def test_text_stays_text_and_bytes_stay_bytes(
             await backend.publish("room", payload, history=len(PAYLOADS))
         await hub.wait_for_payloads("room", len(PAYLOADS))
         delivered = hub.payloads("room")
-        stored = [payload for _, payload in await backend.history("room")]
+        stored = [payload for _, payload, _ in await backend.history("room")]
     for got in (delivered, stored):
         assert got == PAYLOADS
         assert [type(p) for p in got] == [type(p) for p in PAYLOADS]
+
+
+async def test_a_key_travels_with_its_message_to_every_sink_and_into_history(
+        make_backend: Callable[..., Backend]) -> None:
+    keys = [None, "", "AAPL", "with:colons and spaces", "ключ ☃", "9:looks like a length"]
+    backend = make_backend()
+    async with running(backend) as hub:
+        await backend.listen("room")
+        for n, payload in enumerate(PAYLOADS):
+            await backend.publish("room", payload, history=len(PAYLOADS),
+                                  key=keys[n % len(keys)])
+        await hub.wait_for_payloads("room", len(PAYLOADS))
+        stored = await backend.history("room")
+    expected = [keys[n % len(keys)] for n in range(len(PAYLOADS))]
+    assert [k for (t, _, _), k in zip(hub.messages, hub.keys, strict=True) if t == "room"] == expected
+    assert [key for _, _, key in stored] == expected
+    assert [payload for _, payload, _ in stored] == PAYLOADS
 
 
 async def test_history_is_what_came_after_since_oldest_first_at_most_limit(
@@ -61,7 +78,7 @@ async def test_history_is_what_came_after_since_oldest_first_at_most_limit(
     async with running(backend):
         ids = [await backend.publish("room", f"m{n}", history=10) for n in range(6)]
         everything = await backend.history("room")
-        assert everything == [(i, f"m{n}") for n, i in enumerate(ids)]
+        assert everything == [(i, f"m{n}", None) for n, i in enumerate(ids)]
         assert await backend.history("room", since=ids[2]) == everything[3:]
         assert await backend.history("room", since=ids[-1]) == []
         assert await backend.history("room", limit=2) == everything[-2:]
@@ -76,7 +93,7 @@ async def test_history_keeps_only_the_last_n_messages_of_a_topic(
     async with running(backend):
         for n in range(5):
             await backend.publish("room", f"m{n}", history=3)
-        assert [p for _, p in await backend.history("room")] == ["m2", "m3", "m4"]
+        assert [p for _, p, _ in await backend.history("room")] == ["m2", "m3", "m4"]
 
 
 async def test_a_topic_without_history_answers_history_with_nothing(

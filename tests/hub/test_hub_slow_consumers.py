@@ -25,6 +25,9 @@ MESSAGE = "x" * 32_000
 COUNT = 300  # ~9.6 MB: far more than a stalled socket's buffers hold
 
 
+KEYS = 5
+
+
 def hub_app(policy: str, buffer: int = 32) -> App:
     app = App(hub_envelope=False, hub_policy=policy, hub_buffer=buffer)
 
@@ -41,6 +44,15 @@ def hub_app(policy: str, buffer: int = 32) -> App:
                 await app.hub.publish("news", f"{n:05d}{MESSAGE}")
                 # A live feed, not one burst: a burst faster than any network would
                 # fill every subscriber's buffer, reading or not.
+                await asyncio.sleep(0.001)
+            await ws.send_text("published")
+
+    @app.websocket("/pub-keyed")
+    async def pub_keyed(ws: WebSocket) -> None:
+        async for count in ws:
+            for n in range(int(count)):
+                await app.hub.publish("news", f"{n:05d}k{n % KEYS}{MESSAGE}",
+                                      key=f"k{n % KEYS}")
                 await asyncio.sleep(0.001)
             await ws.send_text("published")
 
@@ -124,6 +136,61 @@ def test_P3_policy_close_ends_a_stalled_subscriber_with_1013() -> None:
             close_at = data.rfind(b"\x88")
         assert close_at >= 0
         assert stats_closed(data) == 1013
+
+
+def test_P3_policy_latest_keeps_the_newest_message_of_every_key_for_a_stalled_subscriber(
+        ) -> None:
+    """Keys (publish(..., key=...)) on one topic: the stalled subscriber's buffer holds
+    one message per key, so when it reads again every key's last message is there,
+    after whatever older ones the socket already held; the rest were dropped, counted."""
+    with serve_legato(hub_app("latest")) as port:
+        slow = stalled_subscriber(port)
+        try:
+            with connect(f"ws://127.0.0.1:{port}/pub-keyed") as pub:
+                pub.send(str(COUNT))
+                assert pub.recv(timeout=30) == "published"
+            numbers = stats(port)
+            assert numbers["dropped"] > 0
+            assert numbers["max_queue_depth"] <= KEYS
+            # Read until quiet: the socket's backlog, then the queued latest messages.
+            slow.settimeout(2)
+            data = b""
+            try:
+                while True:
+                    chunk = slow.recv(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+            except TimeoutError:
+                pass
+        finally:
+            slow.close()
+    received = [int(p[:5]) for p in text_payloads(data)]
+    assert received == sorted(received)  # in order, nothing twice
+    assert len(received) < COUNT
+    newest = {k: max(n for n in range(COUNT) if n % KEYS == k) for k in range(KEYS)}
+    for k, n in newest.items():
+        assert n in received, f"key k{k} lost its newest message {n}"
+
+
+def text_payloads(data: bytes) -> list[bytes]:
+    """The payloads of the unmasked text frames in ``data`` (a server's byte stream)."""
+    pos, out = 0, []
+    while pos + 2 <= len(data):
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if length == 126:
+            length = int.from_bytes(data[pos:pos + 2], "big")
+            pos += 2
+        elif length == 127:
+            length = int.from_bytes(data[pos:pos + 8], "big")
+            pos += 8
+        if pos + length > len(data):
+            break
+        if opcode == 0x1:
+            out.append(data[pos:pos + length])
+        pos += length
+    return out
 
 
 def stats_closed(data: bytes) -> int:

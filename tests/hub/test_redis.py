@@ -62,6 +62,26 @@ async def test_a_process_stops_receiving_a_topic_it_unlistened(
         assert hub_a.messages == []
 
 
+@pytest.mark.parametrize("garbage", [b"1-1 x", b"1-1 T9:ab", b"1-1 T-1:ab", b"1-1 Tx:ab",
+                                     b"no id", b"1-1 t\xff"])
+async def test_a_malformed_message_on_the_channel_is_ignored_and_later_ones_arrive(
+        redis_url: str, prefix: str, garbage: bytes,
+        caplog: pytest.LogCaptureFixture) -> None:
+    backend = RedisBackend(redis_url, prefix=prefix)
+    async with running(backend) as hub:
+        await backend.listen("room")
+        raw = aioredis.from_url(redis_url)
+        try:
+            await raw.publish(backend._channel("room"), garbage)
+        finally:
+            await raw.aclose()
+        good = await backend.publish("room", "fine", key="k")
+        await hub.wait_for_payloads("room", 1)
+        assert hub.messages == [("room", good, "fine")]
+        assert hub.keys == ["k"]
+    assert "ignored a malformed message" in caplog.text
+
+
 async def test_messages_of_one_publisher_arrive_in_publish_order(
         redis_url: str, prefix: str) -> None:
     a, b = RedisBackend(redis_url, prefix=prefix), RedisBackend(redis_url, prefix=prefix)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from conftest import RunningServer, client_frame, echo_app, open_raw_websocket, parse_frames
+
 from legato.server import direct
 from legato.server.serve import new_event_loop
 
@@ -283,6 +285,118 @@ def test_writer_for_leaves_tls_to_the_transport(loop_kind: str, tmp_path: Any) -
             pair.close()
 
     run(loop_kind, test)
+
+
+@native
+def test_held_bytes_leave_with_the_next_write_in_order(loop_kind: str) -> None:
+    async def test(loop: asyncio.AbstractEventLoop) -> None:
+        pair = await connect(loop)
+        try:
+            sender = direct.writer_for(pair.transport)
+            assert sender.hold(b"one,") is True  # a new batch: the caller flushes later
+            assert sender.hold(bytearray(b"two,")) is False
+            assert sender.hold(b"") is False
+            assert sender.held == 8
+            assert await pair.nothing_arrives()
+            sender(b"three,")
+            assert sender.held == 0
+            assert await pair.read(14) == b"one,two,three,"
+            assert sender.hold(b"four,") is True
+            sender.flush()
+            sender.flush()  # nothing held: nothing sent
+            assert await pair.read(5) == b"four,"
+            # send_all (the hub) writes after what the connection held, too.
+            sender.hold(b"held,")
+            assert direct.send_all([Box(sender)], b"broadcast") is None
+            assert await pair.read(14) == b"held,broadcast"
+        finally:
+            pair.close()
+
+    run(loop_kind, test)
+
+
+@native
+def test_holding_more_than_64_kib_sends_everything_at_once(loop_kind: str) -> None:
+    async def test(loop: asyncio.AbstractEventLoop) -> None:
+        pair = await connect(loop)
+        try:
+            sender = direct.writer_for(pair.transport)
+            sender.hold(b"a" * 40000)
+            assert sender.hold(b"b" * 40000) is False
+            assert sender.held == 0
+            assert await pair.read(80000) == b"a" * 40000 + b"b" * 40000
+        finally:
+            pair.close()
+
+    run(loop_kind, test)
+
+
+@native
+def test_detaching_drops_what_was_held(loop_kind: str) -> None:
+    async def test(loop: asyncio.AbstractEventLoop) -> None:
+        pair = await connect(loop)
+        try:
+            sender = direct.writer_for(pair.transport)
+            sender.hold(b"never sent")
+            sender.detach()
+            assert sender.held == 0
+            assert sender.hold(b"nor this") is False
+            sender.flush()
+            assert await pair.nothing_arrives()
+        finally:
+            pair.close()
+
+    run(loop_kind, test)
+
+
+def test_pipelined_messages_are_answered_in_order(serve: Callable[..., RunningServer]) -> None:
+    """Answers to queued messages are held and leave together (one system call with the
+    compiled Sender): every answer arrives, in order, whatever the batching."""
+    server = serve(echo_app)
+    sock, head, rest = open_raw_websocket(server.port)
+    try:
+        assert head.startswith(b"HTTP/1.1 101")
+        texts = [f"message {n:03d} ".encode() * (1 + n % 7) for n in range(200)]
+        sock.sendall(b"".join(client_frame(0x1, t) for t in texts))
+        data = rest
+        while len(parse_frames(data)) < len(texts):
+            chunk = sock.recv(65536)
+            assert chunk
+            data += chunk
+        assert [payload for _, _, payload in parse_frames(data)] == texts
+    finally:
+        sock.close()
+
+
+async def answer_all_but_silent(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every message except those saying "silent"."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") != "silent":
+            await send({"type": "websocket.send", "text": "re: " + message["text"]})
+
+
+def test_answers_held_for_a_batch_leave_even_when_its_last_message_gets_none(
+        serve: Callable[..., RunningServer]) -> None:
+    server = serve(answer_all_but_silent)
+    sock, head, rest = open_raw_websocket(server.port)
+    try:
+        sock.sendall(client_frame(0x1, b"a") + client_frame(0x1, b"b") +
+                     client_frame(0x1, b"silent"))
+        data = rest
+        while len(parse_frames(data)) < 2:
+            chunk = sock.recv(65536)
+            assert chunk, "the held answers never left"
+            data += chunk
+        assert [payload for _, _, payload in parse_frames(data)] == [b"re: a", b"re: b"]
+    finally:
+        sock.close()
 
 
 # ---------------------------------------------------------------------------- send_all

@@ -201,9 +201,15 @@ class Hub:
 
     # ---------------------------------------------------------------- publishing
 
-    async def publish(self, topic: str, message: Any) -> str:
+    async def publish(self, topic: str, message: Any, *, key: str | None = None) -> str:
         """Send ``message`` to every subscriber of ``topic`` in every process; return
-        its id. ``HubUnavailable`` when the broker is unreachable (nothing was sent)."""
+        its id. ``HubUnavailable`` when the broker is unreachable (nothing was sent).
+
+        ``key``: what the "latest" policy keeps one message of in a slow subscriber's
+        buffer (say, a ticker symbol on a "prices" topic); without a key, the topic.
+        """
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
         if not self._started:
             await self.start()
         if isinstance(message, (bytes, bytearray, memoryview)):
@@ -214,13 +220,13 @@ class Hub:
             payload = jsoncodec.dumps_str(dump_value(message))
         try:
             message_id: str = await self.backend.publish(
-                topic, payload, history=self.settings(topic).history)
+                topic, payload, history=self.settings(topic).history, key=key)
         except HubUnavailable as exc:
             # The broker is down: this process's subscribers still get the message (local
             # delivery goes on), and the caller learns that no other process did.
             local = self._local_ids.next_id()
             reached = len(self._subscribers.get(topic, ()))
-            self._deliver(topic, local, payload)
+            self._deliver(topic, local, payload, key)
             self.published_locally += 1
             raise HubUnavailable(f"{exc}; delivered to this process's {reached} "
                                  "subscriber(s) only", delivered_locally=True) from exc
@@ -264,12 +270,13 @@ class Hub:
         for outbox in dirty:
             outbox.write_pending()
 
-    def _deliver(self, topic: str, message_id: str, payload: str | bytes) -> None:
+    def _deliver(self, topic: str, message_id: str, payload: str | bytes,
+                 key: str | None = None) -> None:
         """The backend's callback: one message for this process's subscribers, batched
         until the end of this loop iteration (see _flush)."""
         if topic not in self._subscribers:
             return
-        item = Delivery(topic, message_id, self._data_for(topic, message_id, payload))
+        item = Delivery(topic, message_id, self._data_for(topic, message_id, payload), key)
         batch = self._batches.get(topic)
         if batch is None:
             self._batches[topic] = [item]
@@ -347,10 +354,10 @@ class Hub:
         finally:
             self._subscribers[topic].discard(holder)
         seen: set[str] = set()
-        for message_id, payload in missed:
+        for message_id, payload, key in missed:
             seen.add(message_id)
             outbox.deliver(Delivery(topic, message_id,
-                                    self._data_for(topic, message_id, payload)))
+                                    self._data_for(topic, message_id, payload), key))
         self._subscribers.setdefault(topic, set()).add(outbox)
         outbox.topics.add(topic)
         for item in held:
@@ -418,15 +425,19 @@ class Hub:
 
     async def history(self, topic: str, since: str | None = None,
                       limit: int | None = None) -> list[dict[str, Any]]:
-        """Kept messages of ``topic`` after ``since``: ``[{"id": ..., "data": ...}]``."""
+        """Kept messages of ``topic`` after ``since``: ``[{"id": ..., "data": ...}]``,
+        with ``"key"`` too for messages published with one."""
         if not self._started:
             await self.start()
         out = []
-        for message_id, payload in await self.backend.history(topic, since, limit):
+        for message_id, payload, key in await self.backend.history(topic, since, limit):
             data: Any = payload
             if isinstance(payload, str) and self.envelope:
                 data = jsoncodec.loads(payload)
-            out.append({"id": message_id, "data": data})
+            entry = {"id": message_id, "data": data}
+            if key is not None:
+                entry["key"] = key
+            out.append(entry)
         return out
 
     def depth(self, ws: WebSocket) -> int:

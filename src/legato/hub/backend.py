@@ -3,14 +3,14 @@
 The hub (hub/__init__.py) keeps the *local* subscribers of each topic and writes to
 them; a backend carries messages *between* processes and keeps what outlives one:
 
-- ``publish(topic, payload)`` stores the message (history, if the topic keeps any),
-  gives it an id, and makes every process's hub — this one included — call
-  ``sink(topic, id, payload)`` exactly once. Ids grow within a topic, so ``since=``
+- ``publish(topic, payload, key=...)`` stores the message (history, if the topic keeps
+  any), gives it an id, and makes every process's hub — this one included — call
+  ``sink(topic, id, payload, key)`` exactly once. Ids grow within a topic, so ``since=``
   can be answered by a range query.
 - ``listen(topic)`` / ``unlisten(topic)``: this process has its first / no more local
   subscribers of a topic (a broker-side subscription, for backends that need one).
 - ``history(topic, since, limit)``: what was published after ``since`` (an id), oldest
-  first, at most the last ``limit`` messages.
+  first, at most the last ``limit`` messages, as ``(id, payload, key)``.
 - presence: ``join(topic, member, info)`` / ``leave(topic, member)`` / ``members(topic)``
   across processes; entries of a process that died expire (``presence_ttl``).
 - ``HubUnavailable`` from ``publish``/``history``/``members`` when the broker cannot be
@@ -19,7 +19,9 @@ them; a backend carries messages *between* processes and keeps what outlives one
   ``"reconnected"`` with the number of seconds without delivery).
 
 ``payload`` is the message as published, already encoded (``bytes`` for binary
-messages, ``str`` for text), so it is encoded once for all processes.
+messages, ``str`` for text), so it is encoded once for all processes. ``key`` (a ``str``
+or None) travels with it: the "latest" policy keeps a slow subscriber's newest message
+per topic and key (P3).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from typing import Any, Protocol
 
 from ..exceptions import LegatoError
 
-__all__ = ["Backend", "MemoryBackend", "HubUnavailable", "Sink", "EventSink"]
+__all__ = ["Backend", "MemoryBackend", "HubUnavailable", "Sink", "EventSink", "Stored"]
 
-#: ``sink(topic, message_id, payload)``: deliver to this process's local subscribers.
-Sink = Callable[[str, str, "str | bytes"], None]
+#: ``sink(topic, message_id, payload, key)``: deliver to this process's local subscribers.
+Sink = Callable[[str, str, "str | bytes", "str | None"], None]
+#: A message as history returns it: ``(id, payload, key)``.
+Stored = tuple[str, "str | bytes", "str | None"]
 #: ``on_event(kind, details)``: "disconnected", "reconnected", "gap"...
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -57,14 +61,15 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def publish(self, topic: str, payload: str | bytes, *, history: int = 0) -> str: ...
+    async def publish(self, topic: str, payload: str | bytes, *, history: int = 0,
+                      key: str | None = None) -> str: ...
 
     async def listen(self, topic: str) -> None: ...
 
     async def unlisten(self, topic: str) -> None: ...
 
     async def history(self, topic: str, since: str | None = None,
-                      limit: int | None = None) -> list[tuple[str, str | bytes]]: ...
+                      limit: int | None = None) -> list[Stored]: ...
 
     async def join(self, topic: str, member: str, info: Any) -> None: ...
 
@@ -99,7 +104,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._sink: Sink | None = None
-        self._history: dict[str, deque[tuple[str, str | bytes]]] = {}
+        self._history: dict[str, deque[Stored]] = {}
         self._members: dict[str, dict[str, Any]] = {}
         self._ids = LocalIds()
 
@@ -109,15 +114,16 @@ class MemoryBackend:
     async def stop(self) -> None:
         self._sink = None
 
-    async def publish(self, topic: str, payload: str | bytes, *, history: int = 0) -> str:
+    async def publish(self, topic: str, payload: str | bytes, *, history: int = 0,
+                      key: str | None = None) -> str:
         message_id = self._ids.next_id()
         if history:
             kept = self._history.get(topic)
             if kept is None or kept.maxlen != history:
                 kept = self._history[topic] = deque(kept or (), maxlen=history)
-            kept.append((message_id, payload))
+            kept.append((message_id, payload, key))
         if self._sink is not None:
-            self._sink(topic, message_id, payload)
+            self._sink(topic, message_id, payload, key)
         return message_id
 
     async def listen(self, topic: str) -> None:
@@ -127,7 +133,7 @@ class MemoryBackend:
         return None
 
     async def history(self, topic: str, since: str | None = None,
-                      limit: int | None = None) -> list[tuple[str, str | bytes]]:
+                      limit: int | None = None) -> list[Stored]:
         kept = list(self._history.get(topic, ()))
         if since is not None:
             after = id_key(since)

@@ -1,9 +1,10 @@
 """One connection's outgoing hub messages, and what happens when the peer is slow (P2, P3).
 
-On legato's server the frame every subscriber shares is written to the transport by
-one callback per loop iteration (Hub._flush), all of that iteration's broadcasts to a
-subscriber in one write: no task per subscriber, and one system call per subscriber
-however many broadcasts are in flight (as uWebSockets does). While a peer's
+On legato's server the frame every subscriber shares is written by one callback per
+loop iteration (Hub._flush), all of that iteration's broadcasts to a subscriber in one
+write, straight to its socket by a loop in C (legato.server.direct.send_all): no task
+per subscriber, and one system call per subscriber however many broadcasts are in
+flight (as uWebSockets does). While a peer's
 transport is above its high-water mark (it is not reading), its messages wait in a
 bounded queue here, flushed when the transport drains (the server calls back). Under
 other ASGI servers writing takes a coroutine: a connection with queued messages gets one
@@ -13,7 +14,8 @@ When the queue is full, the topic's policy decides:
 
 - ``"drop_oldest"`` (default): the oldest queued message goes; live data stays fresh.
 - ``"drop_newest"``: the new message is dropped; what was queued keeps its order.
-- ``"latest"``: only the newest message per topic is kept (dashboards, positions).
+- ``"latest"``: only the newest message per topic and key is kept (dashboards,
+  positions; ``publish(..., key=...)``, the topic alone without a key).
 - ``"close"``: the connection is closed with ``close_code`` (1013 "try again later",
   or 1008 "policy violation"); the client reconnects and resumes with ``since=``.
 
@@ -44,12 +46,14 @@ class Delivery:
     """One message as every local subscriber receives it; the frame is encoded on first
     use and then shared (RFC 6455 §5.1: server frames are unmasked)."""
 
-    __slots__ = ("topic", "id", "data", "_frame")
+    __slots__ = ("topic", "id", "data", "key", "_frame")
 
-    def __init__(self, topic: str, message_id: str, data: str | bytes) -> None:
+    def __init__(self, topic: str, message_id: str, data: str | bytes,
+                 key: str | None = None) -> None:
         self.topic = topic
         self.id = message_id
         self.data = data
+        self.key = key
         self._frame: bytes | None = None
 
     @property
@@ -163,9 +167,10 @@ class Outbox:
         self.fast = None  # order: nothing may overtake what waits here
         queue = self.queue
         if isinstance(queue, OrderedDict):
-            if queue.pop(item.topic, None) is not None:
-                self._drop()  # superseded by a newer message of its topic: counted too
-            queue[item.topic] = item
+            slot = item.topic if item.key is None else (item.topic, item.key)
+            if queue.pop(slot, None) is not None:
+                self._drop()  # superseded by a newer message of its key: counted too
+            queue[slot] = item
             if len(queue) > self.limit:
                 queue.popitem(last=False)
                 self._drop()

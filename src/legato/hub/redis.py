@@ -8,7 +8,8 @@ Keys and channels (``prefix`` defaults to ``legato``)::
     {prefix}:proc:{process_id}  String with a TTL: this process is alive
 
 *Data* is a type byte and the payload (``t`` + UTF-8 text, ``b`` + bytes): encoded once
-for every process, and text stays text.
+for every process, and text stays text. A message published with a ``key`` has ``T`` /
+``B`` instead, then ``<length of the UTF-8 key>:<key>`` before the payload.
 
 *Ids.* ``publish`` is one Lua script, so atomic: XADD to the topic's stream and PUBLISH
 of the new id with the data. Every message goes to the stream, also on topics without
@@ -71,7 +72,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the Redis hub needs redis-py: pip install 'legato[redis]'") from exc
 
 from .. import jsoncodec
-from .backend import EventSink, HubUnavailable, Sink, id_key
+from .backend import EventSink, HubUnavailable, Sink, Stored, id_key
 
 __all__ = ["RedisBackend", "State"]
 
@@ -118,6 +119,7 @@ return out
 
 _Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it
 _TEXT, _BINARY = 0x74, 0x62  # b"t", b"b": the type byte of the data
+_KEYED_TEXT, _KEYED_BINARY = 0x54, 0x42  # b"T", b"B": the same, a key first
 _REFILL_PAGE = 1000  # stream entries per XRANGE while refilling a gap
 
 
@@ -262,14 +264,14 @@ class RedisBackend:
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, topic: str, payload: str | bytes, *,
-                      history: int | None = None) -> str:
+                      history: int | None = None, key: str | None = None) -> str:
         """Store and broadcast; returns the stream id. ``HubUnavailable``: not published."""
         keep = self.history_default if history is None else history
         if keep < 0:
             raise ValueError("history must be >= 0")
         if self._state is State.CLOSED:
             raise HubUnavailable("the hub's Redis backend is stopped")
-        data = b"t" + payload.encode() if isinstance(payload, str) else b"b" + payload
+        data = _encode(payload, key)
         ttl = 0 if keep else int(self.gap_ttl * 1000)
         try:
             raw = await self._publish_script(
@@ -280,7 +282,7 @@ class RedisBackend:
         return _text(raw)
 
     async def history(self, topic: str, since: str | None = None,
-                      limit: int | None = None) -> list[tuple[str, str | bytes]]:
+                      limit: int | None = None) -> list[Stored]:
         """Messages after ``since`` (exclusive), oldest first, at most the last ``limit``
         and never more than the topic keeps. ``ValueError`` for a malformed ``since``."""
         if limit is not None and limit <= 0:
@@ -292,7 +294,7 @@ class RedisBackend:
         except (RedisError, OSError) as exc:
             raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
         # Raw entries: [id, [b"k", keep, b"d", data]], newest first.
-        return [(_text(i), _payload(fields[3])) for i, fields in reversed(entries)]
+        return [(_text(i), *_payload(fields[3])) for i, fields in reversed(entries)]
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -443,7 +445,7 @@ class RedisBackend:
                 message_id = _text(raw_id)
                 if message_id != last and self._channel(topic) in self._channels:
                     self._last[topic] = message_id
-                    self._call_sink(topic, message_id, _payload(fields[b"d"]))
+                    self._call_sink(topic, message_id, *_payload(fields[b"d"]))
                     count += 1
             if len(entries) <= _REFILL_PAGE:
                 return count
@@ -476,7 +478,7 @@ class RedisBackend:
         try:
             space = frame.index(b" ")
             message_id = frame[:space].decode()
-            payload = _payload(frame, space + 1)
+            payload, key = _payload(frame, space + 1)
             if self._fenced and topic in self._fenced:
                 if id_key(message_id) <= id_key(self._last[topic]):
                     return  # already delivered by the refill
@@ -485,12 +487,13 @@ class RedisBackend:
             logger.warning("hub redis: ignored a malformed message on %r", channel)
             return
         self._last[topic] = message_id
-        self._call_sink(topic, message_id, payload)
+        self._call_sink(topic, message_id, payload, key)
 
-    def _call_sink(self, topic: str, message_id: str, payload: str | bytes) -> None:
+    def _call_sink(self, topic: str, message_id: str, payload: str | bytes,
+                   key: str | None) -> None:
         assert self._sink is not None
         try:
-            self._sink(topic, message_id, payload)
+            self._sink(topic, message_id, payload, key)
         except Exception:
             logger.exception("hub: delivering %s on %r failed", message_id, topic)
 
@@ -650,13 +653,34 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def _payload(data: bytes, start: int = 0) -> str | bytes:
-    """Data back to the message: ``t`` text, ``b`` bytes; ``ValueError`` otherwise."""
+def _encode(payload: str | bytes, key: str | None) -> bytes:
+    """The message as Redis carries it (see *Data* above)."""
+    text = isinstance(payload, str)
+    body = payload.encode() if isinstance(payload, str) else payload
+    if key is None:
+        return (b"t" if text else b"b") + body
+    raw_key = key.encode()
+    return (b"T" if text else b"B") + b"%d:" % len(raw_key) + raw_key + body
+
+
+def _payload(data: bytes, start: int = 0) -> tuple[str | bytes, str | None]:
+    """Data back to the message and its key: ``t``/``T`` text, ``b``/``B`` bytes;
+    ``ValueError`` otherwise."""
     kind = data[start]
+    key = None
+    if kind in (_KEYED_TEXT, _KEYED_BINARY):
+        colon = data.index(b":", start + 1)
+        length = int(data[start + 1:colon])
+        end = colon + 1 + length
+        if length < 0 or end > len(data):
+            raise ValueError("key length out of range")
+        key = data[colon + 1:end].decode()
+        kind = _TEXT if kind == _KEYED_TEXT else _BINARY
+        start = end - 1
     if kind == _TEXT:
-        return data[start + 1:].decode()
+        return data[start + 1:].decode(), key
     if kind == _BINARY:
-        return data[start + 1:]
+        return data[start + 1:], key
     raise ValueError(f"unknown message type byte {kind!r}")
 
 

@@ -12,6 +12,8 @@
  *   handed to the transport since it was last seen empty) is known without asking.
  *   detach() before the socket closes: the transport closes its fd only after the
  *   protocol's connection_lost, which detaches first; a detached Sender writes nothing.
+ *   hold(data) keeps bytes back to go out with the next write or flush(), in one system
+ *   call: the server holds the answers to pipelined messages until the last one.
  *
  * send_all(outboxes, data) -> list | None
  *   The hub's broadcast loop: each outbox's ``fast`` attribute is None (that one is
@@ -26,6 +28,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -35,7 +38,12 @@ typedef struct {
     PyObject *transport; /* NULL once detached */
     int fd;              /* -1 once detached */
     int clean;           /* nothing handed to the transport since it was last empty */
+    char *held;          /* bytes held back by hold(), sent before anything else */
+    Py_ssize_t held_len, held_cap;
 } Sender;
+
+/* Held bytes beyond this go out at once. */
+#define HOLD_MAX 65536
 
 static PyObject *str_fast, *str_write, *str_size;
 
@@ -59,7 +67,7 @@ hand_over(Sender *s, const char *buf, Py_ssize_t len, Py_ssize_t sent)
 }
 
 static int
-sender_send(Sender *s, const char *buf, Py_ssize_t len)
+send_now(Sender *s, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t sent = 0;
     if (s->transport == NULL || len == 0) {
@@ -92,6 +100,58 @@ sender_send(Sender *s, const char *buf, Py_ssize_t len)
         sent += n;
     }
     return 0;
+}
+
+static int
+hold_bytes(Sender *s, const char *buf, Py_ssize_t len)
+{
+    if (s->held_len + len > s->held_cap) {
+        Py_ssize_t cap = s->held_cap ? s->held_cap : 4096;
+        char *grown;
+        while (cap < s->held_len + len) {
+            cap *= 2;
+        }
+        grown = PyMem_Realloc(s->held, (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->held = grown;
+        s->held_cap = cap;
+    }
+    memcpy(s->held + s->held_len, buf, (size_t)len);
+    s->held_len += len;
+    return 0;
+}
+
+static void
+drop_held(Sender *s)
+{
+    PyMem_Free(s->held);
+    s->held = NULL;
+    s->held_len = s->held_cap = 0;
+}
+
+/* Every write: what was held, then buf, in one system call. */
+static int
+sender_send(Sender *s, const char *buf, Py_ssize_t len)
+{
+    char *held;
+    Py_ssize_t n;
+    int rc;
+    if (s->held_len == 0) {
+        return send_now(s, buf, len);
+    }
+    if (len && hold_bytes(s, buf, len) < 0) {
+        return -1;
+    }
+    held = s->held;
+    n = s->held_len;
+    s->held = NULL; /* freed after the send: a write() it calls may come back here */
+    s->held_len = s->held_cap = 0;
+    rc = send_now(s, held, n);
+    PyMem_Free(held);
+    return rc;
 }
 
 static int
@@ -134,11 +194,59 @@ Sender_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject
 }
 
 static PyObject *
+Sender_hold(Sender *self, PyObject *data)
+{
+    Py_buffer view;
+    int first = self->held_len == 0;
+    if (self->transport == NULL) {
+        Py_RETURN_FALSE;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len == 0) {
+        PyBuffer_Release(&view);
+        Py_RETURN_FALSE;
+    }
+    if (self->held_len + view.len > HOLD_MAX) {
+        /* Enough for one write: out now, so holding never bypasses flow control. */
+        int rc = sender_send(self, (const char *)view.buf, view.len);
+        PyBuffer_Release(&view);
+        if (rc < 0) {
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    if (hold_bytes(self, (const char *)view.buf, view.len) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(first);
+}
+
+static PyObject *
+Sender_flush(Sender *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->held_len && sender_send(self, NULL, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 Sender_detach(Sender *self, PyObject *Py_UNUSED(ignored))
 {
     self->fd = -1;
+    drop_held(self);
     Py_CLEAR(self->transport);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+Sender_get_held(Sender *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->held_len);
 }
 
 static PyObject *
@@ -156,6 +264,8 @@ Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->transport = NULL; /* a Sender never initialised writes nothing */
         self->fd = -1;
         self->clean = 0;
+        self->held = NULL;
+        self->held_len = self->held_cap = 0;
     }
     return (PyObject *)self;
 }
@@ -198,6 +308,7 @@ static void
 Sender_dealloc(Sender *self)
 {
     PyObject_GC_UnTrack(self);
+    drop_held(self);
     Py_CLEAR(self->transport);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -205,6 +316,11 @@ Sender_dealloc(Sender *self)
 static PyMethodDef Sender_methods[] = {
     {"write", (PyCFunction)Sender_write, METH_O,
      "write(data): send now if the transport holds nothing, else through it."},
+    {"hold", (PyCFunction)Sender_hold, METH_O,
+     "hold(data) -> bool: keep data to go out with the next write or flush(); True "
+     "when nothing was held before (the caller schedules a flush)."},
+    {"flush", (PyCFunction)Sender_flush, METH_NOARGS,
+     "flush(): send what hold() kept."},
     {"detach", (PyCFunction)Sender_detach, METH_NOARGS,
      "detach(): the socket is about to close; later writes do nothing."},
     {NULL, NULL, 0, NULL},
@@ -212,6 +328,7 @@ static PyMethodDef Sender_methods[] = {
 
 static PyGetSetDef Sender_getset[] = {
     {"fd", (getter)Sender_get_fd, NULL, "the socket's fd, -1 once detached", NULL},
+    {"held", (getter)Sender_get_held, NULL, "bytes held back by hold()", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -199,11 +199,17 @@ class WebSocketSession:
                 conn.send_text(data)
             else:
                 conn.send_bytes(data)
-            http.write(conn.data_to_send())
+            out = conn.data_to_send()
         else:
             # Hot path (echo, broadcast): the frame, encoded once per message object,
             # goes straight to the transport.
-            http.write(conn.send_prepared(http.state.frame_for(data)))
+            out = conn.send_prepared(http.state.frame_for(data))
+        if self._queue:
+            # More messages wait for the app, which answers them next (pipelining):
+            # its answers leave together, with the last one.
+            http.write_soon(out)
+        else:
+            http.write(out)
         return True
 
     def write_frame(self, frame: bytes) -> bool:
