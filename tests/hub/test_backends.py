@@ -67,7 +67,8 @@ async def test_a_key_travels_with_its_message_to_every_sink_and_into_history(
         await hub.wait_for_payloads("room", len(PAYLOADS))
         stored = await backend.history("room")
     expected = [keys[n % len(keys)] for n in range(len(PAYLOADS))]
-    assert [k for (t, _, _), k in zip(hub.messages, hub.keys, strict=True) if t == "room"] == expected
+    pairs = zip(hub.messages, hub.keys, strict=True)
+    assert [k for (topic, _, _), k in pairs if topic == "room"] == expected
     assert [key for _, _, key in stored] == expected
     assert [payload for _, payload, _ in stored] == PAYLOADS
 
