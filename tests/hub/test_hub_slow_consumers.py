@@ -8,8 +8,10 @@ import asyncio
 import base64
 import os
 import socket
+import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,11 @@ def hub_app(policy: str, buffer: int = 32) -> App:
                                       key=f"k{n % KEYS}")
                 await asyncio.sleep(0.001)
             await ws.send_text("published")
+
+    @app.websocket("/pub-each")
+    async def pub_each(ws: WebSocket) -> None:
+        async for message in ws:
+            await app.hub.publish("news", message)
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
@@ -114,6 +121,46 @@ def test_P3_a_stalled_subscriber_does_not_delay_the_others(policy: str) -> None:
                 assert numbers["max_queue_depth"] <= 32
         finally:
             slow.close()
+
+
+def test_P3_a_stalled_subscriber_adds_no_latency_for_the_others() -> None:
+    """The reading subscriber's delivery latency (from the publisher's send to its
+    receipt; both clients live in this process, so one clock) while another subscriber
+    has stopped reading, against the same measurement before it connected. Relative, in
+    the test's own terms: no absolute speed is assumed."""
+    with serve_legato(hub_app("drop_oldest")) as port:
+        with connect(f"ws://127.0.0.1:{port}/sub", max_size=None) as fast, \
+                connect(f"ws://127.0.0.1:{port}/pub-each", max_size=None) as pub:
+            assert fast.recv(timeout=5) == "subscribed"
+
+            def median_latency(count: int) -> float:
+                latencies: list[float] = []
+
+                def read() -> None:
+                    for _ in range(count):
+                        message = str(fast.recv(timeout=20))
+                        latencies.append(time.perf_counter() - float(message[:20]))
+
+                reader = threading.Thread(target=read)
+                reader.start()
+                for _ in range(count):
+                    pub.send(f"{time.perf_counter():020.6f}{MESSAGE}")
+                    time.sleep(0.002)  # a live feed, as in the test above
+                reader.join(30)
+                assert len(latencies) == count  # every message, none lost
+                return statistics.median(latencies)
+
+            alone = median_latency(150)
+            slow = stalled_subscriber(port)
+            try:
+                beside_a_stalled_one = median_latency(COUNT)
+                # The stall was real: its buffer overflowed and messages were dropped.
+                assert stats(port)["dropped"] > 0
+            finally:
+                slow.close()
+    print(f"median delivery latency: alone {alone * 1000:.2f} ms, beside a stalled "
+          f"subscriber {beside_a_stalled_one * 1000:.2f} ms")
+    assert beside_a_stalled_one <= 2 * alone + 0.005, (alone, beside_a_stalled_one)
 
 
 def test_P3_policy_close_ends_a_stalled_subscriber_with_1013() -> None:
