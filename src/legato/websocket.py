@@ -186,6 +186,22 @@ class WebSocket(HTTPConnection):
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client "
                              f"(offered: {self.subprotocols})")
+        session = self._session
+        if session is not None and not headers and self.accept_headers is None:
+            # legato's server: no event dict, no coroutine (every connection's cost).
+            self._connect_seen = True
+            session.accept_now(subprotocol, self.max_message_size)
+        else:
+            await self._accept_event(subprotocol, headers)
+        self.subprotocol = subprotocol
+        self.state = OPEN
+        self.opened = True
+        if self.metrics is not None:
+            self.metrics.open += 1
+            self.metrics.opened += 1
+
+    async def _accept_event(self, subprotocol: str | None,
+                            headers: Sequence[tuple[str, str]] | dict[str, str] | None) -> None:
         if not self._connect_seen:
             await self._consume_connect()
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
@@ -198,12 +214,6 @@ class WebSocket(HTTPConnection):
         if self._extension and self.max_message_size is not None:
             event["legato.max_message_size"] = self.max_message_size
         await self._send(event)
-        self.subprotocol = subprotocol
-        self.state = OPEN
-        self.opened = True
-        if self.metrics is not None:
-            self.metrics.open += 1
-            self.metrics.opened += 1
 
     async def reject(self, status: int = 403, body: str | bytes = b"",
                      headers: Sequence[tuple[str, str]] | dict[str, str] | None = None

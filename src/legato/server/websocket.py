@@ -234,14 +234,26 @@ class WebSocketSession:
     # -------------------------------------------------------------------- handshake
 
     def _accept(self, message: dict[str, Any]) -> None:
-        if self.phase is not Phase.CONNECTING or self.offer is None:
-            raise RuntimeError("websocket.accept sent twice or after close")
         headers = [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
                    for n, v in message.get("headers", ())]
+        self._open(message.get("subprotocol"), headers,
+                   message.get("legato.max_message_size", self.config.ws_max_message_size))
+
+    def accept_now(self, subprotocol: str | None, max_message_size: int | None) -> None:
+        """``websocket.accept`` without an ASGI dict or a coroutine (legato's App; the
+        ``websocket.connect`` event is taken as read). ``max_message_size`` None: the
+        server's limit."""
+        self._connect_sent = True
+        self._open(subprotocol, [], self.config.ws_max_message_size
+                   if max_message_size is None else max_message_size)
+
+    def _open(self, subprotocol: str | None, headers: list[tuple[str, str]],
+              limit: int | None) -> None:
+        if self.phase is not Phase.CONNECTING or self.offer is None:
+            raise RuntimeError("websocket.accept sent twice or after close")
         accepted = self.http.state.handshake.accept(
-            self.offer, subprotocol=message.get("subprotocol"), headers=headers)
+            self.offer, subprotocol=subprotocol, headers=headers)
         response = accepted.response()  # raises for invalid headers: still CONNECTING
-        limit = message.get("legato.max_message_size", self.config.ws_max_message_size)
         self.conn = accepted.connection(max_message_size=limit)
         self.phase = Phase.OPEN
         self.http.write(response)
