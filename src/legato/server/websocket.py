@@ -170,9 +170,19 @@ class WebSocketSession:
                 data = message.get("bytes")
                 if data is None:
                     raise ValueError("websocket.send needs 'text' or 'bytes'")
-            self.write_message(data)
-            if self.http.write_paused:
-                await self.http.drain()
+            http = self.http
+            if conn.compresses:
+                self.write_message(data)
+            else:
+                # The per-message path of every ASGI app (echo, broadcast loops):
+                # write_message inlined.
+                out = conn.send_prepared(http.state.frame_for(data))
+                if self._queue:
+                    http.write_soon(out)
+                else:
+                    http.writer(out)  # open: the transport is not closed (see write)
+            if http.write_paused:
+                await http.drain()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
@@ -209,7 +219,9 @@ class WebSocketSession:
             # its answers leave together, with the last one.
             http.write_soon(out)
         else:
-            http.write(out)
+            # Open, so the connection is not lost (its writer detaches then): no need
+            # for write()'s transport check on this per-message path.
+            http.writer(out)
         return True
 
     def write_frame(self, frame: bytes) -> bool:
