@@ -13,7 +13,7 @@ import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from .exceptions import HTTPError, MethodNotAllowed, NotFound
@@ -331,6 +331,20 @@ class App:
             await self._lifespan(scope, receive, send)
         else:
             raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
+
+    def websocket_call(self, scope: dict[str, Any], receive: Any,
+                       send: Any) -> Awaitable[None]:
+        """What ``await app(scope, receive, send)`` does for a ``websocket`` scope, as
+        the coroutine that serves the connection. legato's server calls this instead of
+        the App: without the App's own frame, an open connection holds ~300 bytes less.
+        A subclass that overrides ``__call__`` keeps being called as usual."""
+        if type(self).__call__ is App.__call__ and self.websocket_enabled:
+            match = self.router.match_websocket(route_path(scope))
+            route = match.route
+            if route is not None:
+                scope["app"] = self
+                return serve_websocket(self, route, match.params, scope, receive, send)
+        return self(scope, receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from .requests import Request  # noqa: PLC0415

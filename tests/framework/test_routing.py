@@ -868,3 +868,46 @@ def test_R10_providers_depend_on_providers_and_a_cycle_is_an_error(connect, mode
         response = client.get("/cycle")
         assert response.status_code == 500
         assert html.escape(cycle_message) in response.text  # the debug traceback page
+
+
+def test_R1_legato_serves_a_websocket_route_without_the_apps_own_frame_but_honours_overrides(
+        connect: Callable[[Any], Any]) -> None:
+    """legato's server asks an App for the coroutine of a WebSocket connection
+    (App.websocket_call: one frame less per open connection); a subclass that overrides
+    __call__, and a wrapper that forwards attributes to an App, are still called."""
+    calls: list[str] = []
+
+    class Recording(App):
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            calls.append(scope["type"])
+            await super().__call__(scope, receive, send)
+
+    class Forwarding:
+        def __init__(self, app: App) -> None:
+            self.app = app
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.app, name)
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            calls.append("wrapper " + scope["type"])
+            await self.app(scope, receive, send)
+
+    def echo_app(app: App) -> App:
+        @app.websocket("/ws")
+        async def echo(ws: legato.WebSocket) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        return app
+
+    plain = echo_app(App())
+    assert plain.websocket_call is not None
+    for app, expected in ((plain, []), (echo_app(Recording()), ["websocket"]),
+                          (Forwarding(echo_app(App())), ["wrapper websocket"])):
+        calls.clear()
+        client = connect(app)
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text("hi")
+            assert ws.receive_text() == "hi"
+        assert [c for c in calls if "websocket" in c] == expected

@@ -36,6 +36,13 @@ class ServerState:
                  loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.app = app
+        #: ``app.websocket_call`` when the app offers it (a legato App): called instead
+        #: of the app for WebSocket scopes, it returns the coroutine that serves the
+        #: connection, so the app's own __call__ frame does not stay alive with it.
+        hook = getattr(app, "websocket_call", None)
+        # Only the app's own method: a wrapper that forwards attributes to an inner App
+        # (middleware) must keep being called itself.
+        self.app_websocket: Any = hook if getattr(hook, "__self__", None) is app else None
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()

@@ -113,7 +113,13 @@ class WebSocketSession:
 
     async def run(self, app: Any) -> None:
         try:
-            await app(self.scope, self.receive, self.send)
+            direct = self.http.state.app_websocket
+            if direct is not None:
+                # A legato App hands over the coroutine serving this connection: one
+                # frame (its __call__) less for every open connection.
+                await direct(self.scope, self.receive, self.send)
+            else:
+                await app(self.scope, self.receive, self.send)
         except BaseException as exc:  # noqa: BLE001 - the server must survive the app
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise
