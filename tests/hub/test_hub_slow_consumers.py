@@ -220,9 +220,10 @@ def test_P3_policy_latest_keeps_the_newest_message_of_every_key_for_a_stalled_su
         assert n in received, f"key k{k} lost its newest message {n}"
 
 
-def text_payloads(data: bytes) -> list[bytes]:
-    """The payloads of the unmasked text frames in ``data`` (a server's byte stream)."""
-    pos, out = 0, []
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each complete unmasked frame in ``data``, a server's byte
+    stream read from the start."""
+    pos, frames = 0, []
     while pos + 2 <= len(data):
         opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
         pos += 2
@@ -234,26 +235,17 @@ def text_payloads(data: bytes) -> list[bytes]:
             pos += 8
         if pos + length > len(data):
             break
-        if opcode == 0x1:
-            out.append(data[pos:pos + length])
+        frames.append((opcode, data[pos:pos + length]))
         pos += length
-    return out
+    return frames
+
+
+def text_payloads(data: bytes) -> list[bytes]:
+    return [payload for opcode, payload in server_frames(data) if opcode == 0x1]
 
 
 def stats_closed(data: bytes) -> int:
-    """The code of the Close frame the server sent last (frames parsed from the start)."""
-    pos, code = 0, 0
-    while pos + 2 <= len(data):
-        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if length == 126:
-            length = int.from_bytes(data[pos:pos + 2], "big")
-            pos += 2
-        elif length == 127:
-            length = int.from_bytes(data[pos:pos + 8], "big")
-            pos += 8
-        payload = data[pos:pos + length]
-        pos += length
-        if opcode == 0x8 and len(payload) >= 2:
-            code = int.from_bytes(payload[:2], "big")
-    return code
+    """The code of the Close frame the server sent last."""
+    codes = [int.from_bytes(payload[:2], "big") for opcode, payload in server_frames(data)
+             if opcode == 0x8 and len(payload) >= 2]
+    return codes[-1] if codes else 0

@@ -27,6 +27,7 @@ Writer = Callable[[bytes], Any]
 
 
 def send_all_python(outboxes: list[Any], data: bytes) -> list[Any] | None:
+    """send_all without the compiled module: the same contract, a Python loop."""
     slow = None
     for outbox in outboxes:
         fast = outbox.fast
