@@ -119,6 +119,19 @@ def run(loop_kind: str, test: Callable[[asyncio.AbstractEventLoop], Awaitable[No
         loop.close()
 
 
+def on_a_connection(loop_kind: str, test: Callable[[Pair], Awaitable[None]],
+                    **connect_args: Any) -> None:
+    """Run ``test`` with a fresh connection on a fresh loop of ``loop_kind``."""
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        pair = await connect(loop, **connect_args)
+        try:
+            await test(pair)
+        finally:
+            pair.close()
+
+    run(loop_kind, main)
+
+
 def chunk(i: int, size: int = 16384) -> bytes:
     return struct.pack("!I", i) + bytes([i % 251]) * (size - 4)
 
@@ -129,21 +142,17 @@ def chunk(i: int, size: int = 16384) -> bytes:
 @native
 def test_sender_writes_reach_the_peer_in_order_and_leave_the_transport_empty(
         loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            sender = direct.Sender(pair.transport.get_extra_info("socket").fileno(),
-                                   pair.transport)
-            sender(b"one,")
-            sender.write(bytearray(b"two,"))
-            sender(memoryview(b"xthree,")[1:])
-            sender(b"")
-            assert pair.transport.get_write_buffer_size() == 0
-            assert await pair.read(14) == b"one,two,three,"
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        sender = direct.Sender(pair.transport.get_extra_info("socket").fileno(),
+                               pair.transport)
+        sender(b"one,")
+        sender.write(bytearray(b"two,"))
+        sender(memoryview(b"xthree,")[1:])
+        sender(b"")
+        assert pair.transport.get_write_buffer_size() == 0
+        assert await pair.read(14) == b"one,two,three,"
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 @native
@@ -153,36 +162,32 @@ def test_sender_hands_what_the_kernel_refuses_to_the_transport_keeping_order(
     (which pauses the protocol above its high-water mark), and once the peer reads,
     every byte arrives exactly once, in order, including what was written later."""
 
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop, rcvbuf=4096)
-        try:
-            transport = pair.transport
-            transport.set_write_buffer_limits(high=65536)
-            sender = direct.Sender(transport.get_extra_info("socket").fileno(), transport)
-            sent = 0
-            while transport.get_write_buffer_size() == 0:
-                sender(chunk(sent))
-                sent += 1
-                assert sent < 10000, "the kernel never refused a byte"
-            for _ in range(8):  # while the transport holds bytes, all go through it
-                sender(chunk(sent))
-                sent += 1
-            assert pair.proto.paused == 1
-            expected = b"".join(chunk(i) for i in range(sent))
-            assert await pair.read(len(expected)) == expected
-            # The transport drained: later writes go straight out again, after the rest.
-            for _ in range(50):
-                if transport.get_write_buffer_size() == 0:
-                    break
-                await asyncio.sleep(0.01)
-            assert pair.proto.resumed == 1
+    async def test(pair: Pair) -> None:
+        transport = pair.transport
+        transport.set_write_buffer_limits(high=65536)
+        sender = direct.Sender(transport.get_extra_info("socket").fileno(), transport)
+        sent = 0
+        while transport.get_write_buffer_size() == 0:
             sender(chunk(sent))
-            assert transport.get_write_buffer_size() == 0
-            assert await pair.read(16384) == chunk(sent)
-        finally:
-            pair.close()
+            sent += 1
+            assert sent < 10000, "the kernel never refused a byte"
+        for _ in range(8):  # while the transport holds bytes, all go through it
+            sender(chunk(sent))
+            sent += 1
+        assert pair.proto.paused == 1
+        expected = b"".join(chunk(i) for i in range(sent))
+        assert await pair.read(len(expected)) == expected
+        # The transport drained: later writes go straight out again, after the rest.
+        for _ in range(50):
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pair.proto.resumed == 1
+        sender(chunk(sent))
+        assert transport.get_write_buffer_size() == 0
+        assert await pair.read(16384) == chunk(sent)
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test, rcvbuf=4096)
 
 
 @native
@@ -210,62 +215,50 @@ def test_sender_to_a_reset_peer_raises_nothing_and_the_transport_reports_the_los
 
 @native
 def test_a_detached_sender_writes_nothing(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            fd = pair.transport.get_extra_info("socket").fileno()
-            sender = direct.Sender(fd, pair.transport)
-            assert sender.fd == fd
-            sender.detach()
-            assert sender.fd == -1
-            sender(b"lost on purpose")
-            direct.detach(sender)  # twice is harmless
-            assert await pair.nothing_arrives()
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        fd = pair.transport.get_extra_info("socket").fileno()
+        sender = direct.Sender(fd, pair.transport)
+        assert sender.fd == fd
+        sender.detach()
+        assert sender.fd == -1
+        sender(b"lost on purpose")
+        direct.detach(sender)  # twice is harmless
+        assert await pair.nothing_arrives()
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 @native
 def test_sender_rejects_bad_arguments_with_clear_errors(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            fd = pair.transport.get_extra_info("socket").fileno()
-            with pytest.raises(ValueError, match="fd must be >= 0"):
-                direct.Sender(-1, pair.transport)
-            sender = direct.Sender(fd, pair.transport)
-            with pytest.raises(TypeError):
-                sender("text is not bytes")  # type: ignore[arg-type]
-            with pytest.raises(TypeError, match="keyword"):
-                sender(data=b"x")  # type: ignore[call-arg]
-            with pytest.raises(TypeError, match="exactly one"):
-                sender()  # type: ignore[call-arg]
-            blank = direct.Sender.__new__(direct.Sender)  # never initialised
-            assert blank.fd == -1
-            blank(b"goes nowhere")
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        fd = pair.transport.get_extra_info("socket").fileno()
+        with pytest.raises(ValueError, match="fd must be >= 0"):
+            direct.Sender(-1, pair.transport)
+        sender = direct.Sender(fd, pair.transport)
+        with pytest.raises(TypeError):
+            sender("text is not bytes")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="keyword"):
+            sender(data=b"x")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="exactly one"):
+            sender()  # type: ignore[call-arg]
+        blank = direct.Sender.__new__(direct.Sender)  # never initialised
+        assert blank.fd == -1
+        blank(b"goes nowhere")
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 def test_writer_for_gives_a_sender_for_plain_tcp_when_compiled(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            writer = direct.writer_for(pair.transport)
-            if direct.NATIVE:
-                assert type(writer) is direct.Sender
-            else:
-                assert writer == pair.transport.write
-            writer(b"through the writer")
-            assert await pair.read(18) == b"through the writer"
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        writer = direct.writer_for(pair.transport)
+        if direct.NATIVE:
+            assert type(writer) is direct.Sender
+        else:
+            assert writer == pair.transport.write
+        writer(b"through the writer")
+        assert await pair.read(18) == b"through the writer"
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 def test_writer_for_leaves_tls_to_the_transport(loop_kind: str, tmp_path: Any) -> None:
@@ -277,76 +270,60 @@ def test_writer_for_leaves_tls_to_the_transport(loop_kind: str, tmp_path: Any) -
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
 
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop, ssl_context=server_ctx, client_ssl=client_ctx)
-        try:
-            assert direct.writer_for(pair.transport) == pair.transport.write
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        assert direct.writer_for(pair.transport) == pair.transport.write
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test, ssl_context=server_ctx, client_ssl=client_ctx)
 
 
 @native
 def test_held_bytes_leave_with_the_next_write_in_order(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            sender = direct.writer_for(pair.transport)
-            assert sender.hold(b"one,") is True  # a new batch: the caller flushes later
-            assert sender.hold(bytearray(b"two,")) is False
-            assert sender.hold(b"") is False
-            assert sender.held == 8
-            assert await pair.nothing_arrives()
-            sender(b"three,")
-            assert sender.held == 0
-            assert await pair.read(14) == b"one,two,three,"
-            assert sender.hold(b"four,") is True
-            sender.flush()
-            sender.flush()  # nothing held: nothing sent
-            assert await pair.read(5) == b"four,"
-            # send_all (the hub) writes after what the connection held, too.
-            sender.hold(b"held,")
-            assert direct.send_all([Box(sender)], b"broadcast") is None
-            assert await pair.read(14) == b"held,broadcast"
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        sender = direct.writer_for(pair.transport)
+        assert sender.hold(b"one,") is True  # a new batch: the caller flushes later
+        assert sender.hold(bytearray(b"two,")) is False
+        assert sender.hold(b"") is False
+        assert sender.held == 8
+        assert await pair.nothing_arrives()
+        sender(b"three,")
+        assert sender.held == 0
+        assert await pair.read(14) == b"one,two,three,"
+        assert sender.hold(b"four,") is True
+        sender.flush()
+        sender.flush()  # nothing held: nothing sent
+        assert await pair.read(5) == b"four,"
+        # send_all (the hub) writes after what the connection held, too.
+        sender.hold(b"held,")
+        assert direct.send_all([Box(sender)], b"broadcast") is None
+        assert await pair.read(14) == b"held,broadcast"
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 @native
 def test_holding_more_than_64_kib_sends_everything_at_once(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            sender = direct.writer_for(pair.transport)
-            sender.hold(b"a" * 40000)
-            assert sender.hold(b"b" * 40000) is False
-            assert sender.held == 0
-            assert await pair.read(80000) == b"a" * 40000 + b"b" * 40000
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        sender = direct.writer_for(pair.transport)
+        sender.hold(b"a" * 40000)
+        assert sender.hold(b"b" * 40000) is False
+        assert sender.held == 0
+        assert await pair.read(80000) == b"a" * 40000 + b"b" * 40000
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 @native
 def test_detaching_drops_what_was_held(loop_kind: str) -> None:
-    async def test(loop: asyncio.AbstractEventLoop) -> None:
-        pair = await connect(loop)
-        try:
-            sender = direct.writer_for(pair.transport)
-            sender.hold(b"never sent")
-            sender.detach()
-            assert sender.held == 0
-            assert sender.hold(b"nor this") is False
-            sender.flush()
-            assert await pair.nothing_arrives()
-        finally:
-            pair.close()
+    async def test(pair: Pair) -> None:
+        sender = direct.writer_for(pair.transport)
+        sender.hold(b"never sent")
+        sender.detach()
+        assert sender.held == 0
+        assert sender.hold(b"nor this") is False
+        sender.flush()
+        assert await pair.nothing_arrives()
 
-    run(loop_kind, test)
+    on_a_connection(loop_kind, test)
 
 
 def test_pipelined_messages_are_answered_in_order(serve: Callable[..., RunningServer]) -> None:
