@@ -69,7 +69,6 @@ Usage: python bench/hub.py [--quick] [--only legato-hub,socketify,...] [--json P
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pstats
 import shutil
@@ -447,20 +446,11 @@ def profile(loadgen: Path, subs: int, timing: dict[str, float], workdir: Path) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short smoke run (~1.5 min)")
-    ap.add_argument("--only", help="comma-separated servers: " + ",".join(SERVERS))
-    ap.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--repeat", type=int, help="runs per server and scenario (best counts)")
-    ap.add_argument("--duration", type=float, help="measuring window, s (default 5; quick 1)")
-    ap.add_argument("--max-noise", type=float, default=0.15,
-                    help="other processes' CPU (cores) above which a run is retried")
-    ap.add_argument("--retries", type=int, default=2, help="extra attempts for a noisy run")
+    harness.add_common_arguments(ap, SERVERS, quick_minutes="1.5")
     ap.add_argument("--redis-cpus", default=str(harness.SERVER_CPU),
                     help="CPUs for legato-hub-redis's workers and redis-server (default 1)")
     ap.add_argument("--profile", type=int, metavar="SUBS",
                     help="only profile legato-hub (cProfile) at SUBS subscribers")
-    ap.add_argument("--keep-logs", action="store_true", help="print where server logs are")
     opts = ap.parse_args()
     servers = list(SERVERS) if not opts.only else [s.strip() for s in opts.only.split(",")]
     unknown = [s for s in servers if s not in SERVERS]
@@ -503,48 +493,11 @@ def main() -> int:
     print(f"servers: {', '.join(servers)}; {repeat} round(s) x {len(scens)} scenarios; "
           f"window {timing['duration']} s after {timing['warmup']} s warm-up; "
           f"{REDIS} on CPU(s) {opts.redis_cpus}", flush=True)
-    done: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (srv, sc.name): [] for srv in servers for sc in scens if runs(srv, sc)}
-    t0 = time.monotonic()
-    try:
-        for rnd in range(repeat):
-            for sc in scens:
-                for srv in servers:  # interleaved, so noise spreads over every server
-                    if not runs(srv, sc):
-                        continue
-                    for _attempt in range(1 + opts.retries):
-                        res = run_one(loadgen, srv, sc, timing, workdir)
-                        res["noisy"] = res.get("other_cpu", 0) > opts.max_noise
-                        res["round"] = rnd + 1
-                        done[srv, sc.name].append(res)
-                        if not res["noisy"] or not res.get("ok"):
-                            break
-                    status = "ok" if res.get("ok") else f"FAIL: {res.get('error')}"
-                    rate = (f"{res['count'] / res['seconds']:,.0f}/s" if res.get("seconds")
-                            else "")
-                    split = res.get("worker_subscribers")
-                    print(f"[{time.monotonic() - t0:6.0f}s] round {rnd + 1} {sc.name:<12} "
-                          f"{srv:<18} {rate:>12}  p99 {res.get('p99_us', 0) / 1000:7.2f} ms  "
-                          f"lg {res.get('loadgen_cpu', 0):.2f} "
-                          f"srv {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f}"
-                          f"{' (noisy)' if res['noisy'] else ''}"
-                          f"{f' workers {split}' if split else ''}  {status}", flush=True)
-    except KeyboardInterrupt:
-        print("interrupted: reporting what ran", flush=True)
-        done = {k: v for k, v in done.items() if v}
-        scens = [sc for sc in scens
-                 if all((srv, sc.name) in done for srv in servers if runs(srv, sc))]
-    meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
-    meta["seconds"] = round(time.monotonic() - t0)
-    data = report(servers, scens, done, meta, bar_scen)
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(data, indent=1))
-        print(f"\nJSON written to {opts.json}")
-    if opts.keep_logs:
-        print(f"server logs in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if any(not r.get("ok") for rs in done.values() for r in rs) else 0
+    done, scens = harness.run_rounds(
+        servers, scens, repeat, opts, meta,
+        lambda srv, sc: run_one(loadgen, srv, sc, timing, workdir), harness.progress_line,
+        applies=runs)
+    return harness.finish(opts, workdir, done, report(servers, scens, done, meta, bar_scen))
 
 
 if __name__ == "__main__":

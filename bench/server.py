@@ -529,16 +529,7 @@ def collect_meta(packages: list[str], **fields: Any) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short smoke run (~2 min)")
-    ap.add_argument("--only", help="comma-separated servers: " + ",".join(SERVERS))
-    ap.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
-    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--repeat", type=int, help="runs per server and scenario (best counts)")
-    ap.add_argument("--duration", type=float, help="measuring window, s (default 5; quick 1)")
-    ap.add_argument("--max-noise", type=float, default=0.15,
-                    help="other processes' CPU (cores) above which a run is retried")
-    ap.add_argument("--retries", type=int, default=2, help="extra attempts for a noisy run")
-    ap.add_argument("--keep-logs", action="store_true", help="print where server logs are")
+    add_common_arguments(ap, SERVERS, quick_minutes="2")
     opts = ap.parse_args()
     servers = list(SERVERS) if not opts.only else [s.strip() for s in opts.only.split(",")]
     unknown = [s for s in servers if s not in SERVERS]
@@ -565,36 +556,82 @@ def main() -> int:
         pass
     print(f"servers: {', '.join(servers)}; {repeat} round(s) x {len(scens)} scenarios; "
           f"window {timing['duration']} s after {timing['warmup']} s warm-up", flush=True)
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {
-        (srv, sc.name): [] for srv in servers for sc in scens}
+    runs, scens = run_rounds(
+        servers, scens, repeat, opts, meta,
+        lambda srv, sc: run_one(loadgen, srv, sc, timing, workdir), progress_line)
+    return finish(opts, workdir, runs, report(servers, scens, runs, meta))
+
+
+def progress_line(sc: Scenario, res: dict[str, Any]) -> str:
+    """bench/server.py's figure for one run, in the progress lines."""
+    if sc.mode == "idle" and "kib_per_conn" in res:
+        return f"{res['kib_per_conn']:.1f} KiB/conn"
+    return f"{res['count'] / res['seconds']:,.0f}/s" if res.get("seconds") else ""
+
+
+def add_common_arguments(ap: argparse.ArgumentParser, servers: Any, quick_minutes: str) -> None:
+    """The options bench/server.py and bench/hub.py share."""
+    ap.add_argument("--quick", action="store_true",
+                    help=f"short smoke run (~{quick_minutes} min)")
+    ap.add_argument("--only", help="comma-separated servers: " + ",".join(servers))
+    ap.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--repeat", type=int, help="runs per server and scenario (best counts)")
+    ap.add_argument("--duration", type=float, help="measuring window, s (default 5; quick 1)")
+    ap.add_argument("--max-noise", type=float, default=0.15,
+                    help="other processes' CPU (cores) above which a run is retried")
+    ap.add_argument("--retries", type=int, default=2, help="extra attempts for a noisy run")
+    ap.add_argument("--keep-logs", action="store_true", help="print where server logs are")
+
+
+def run_rounds(servers: list[str], scens: list[Scenario], repeat: int, opts: Any,
+               meta: dict[str, Any], run: Any, figure: Any,
+               applies: Any = lambda srv, sc: True,
+               ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], list[Scenario]]:
+    """``repeat`` rounds of every scenario on every server, interleaved so that noise
+    spreads over all of them; a run with other processes above ``--max-noise`` is tried
+    again (``--retries``). ``run(srv, sc)`` runs one; ``figure(sc, res)`` is its figure
+    in the progress line; ``applies(srv, sc)`` skips pairs. Ctrl-C keeps what ran. The
+    time taken and the load after go into ``meta``."""
+    done: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (srv, sc.name): [] for srv in servers for sc in scens if applies(srv, sc)}
     t0 = time.monotonic()
     try:
         for rnd in range(repeat):
             for sc in scens:
-                for srv in servers:  # interleaved, so noise spreads over every server
+                for srv in servers:
+                    if not applies(srv, sc):
+                        continue
                     for _attempt in range(1 + opts.retries):
-                        res = run_one(loadgen, srv, sc, timing, workdir)
+                        res = run(srv, sc)
                         res["noisy"] = res.get("other_cpu", 0) > opts.max_noise
                         res["round"] = rnd + 1
-                        runs[srv, sc.name].append(res)
+                        done[srv, sc.name].append(res)
                         if not res["noisy"] or not res.get("ok"):
                             break
                     status = "ok" if res.get("ok") else f"FAIL: {res.get('error')}"
-                    rate = (f"{res['count'] / res['seconds']:,.0f}/s" if res.get("seconds")
-                            else "")
-                    if sc.mode == "idle" and "kib_per_conn" in res:
-                        rate = f"{res['kib_per_conn']:.1f} KiB/conn"
-                    print(f"[{time.monotonic() - t0:6.0f}s] round {rnd + 1} {sc.name:<11} "
-                          f"{srv:<18} {rate:>16}  lg {res.get('loadgen_cpu', 0):.2f} "
+                    p99 = (f"  p99 {res['p99_us'] / 1000:7.2f} ms" if sc.mode == "bcast"
+                           and "p99_us" in res else "")
+                    split = res.get("worker_subscribers")
+                    print(f"[{time.monotonic() - t0:6.0f}s] round {rnd + 1} {sc.name:<12} "
+                          f"{srv:<18} {figure(sc, res):>16}{p99}  "
+                          f"lg {res.get('loadgen_cpu', 0):.2f} "
                           f"srv {res.get('server_cpu', 0):.2f} other {res.get('other_cpu', 0):.2f}"
-                          f"{' (noisy)' if res['noisy'] else ''}  {status}", flush=True)
+                          f"{' (noisy)' if res['noisy'] else ''}"
+                          f"{f' workers {split}' if split else ''}  {status}", flush=True)
     except KeyboardInterrupt:
         print("interrupted: reporting what ran", flush=True)
-        runs = {k: v for k, v in runs.items() if v}
-        scens = [sc for sc in scens if all((srv, sc.name) in runs for srv in servers)]
+        done = {k: v for k, v in done.items() if v}
+        scens = [sc for sc in scens
+                 if all((srv, sc.name) in done for srv in servers if applies(srv, sc))]
     meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     meta["seconds"] = round(time.monotonic() - t0)
-    data = report(servers, scens, runs, meta)
+    return done, scens
+
+
+def finish(opts: Any, workdir: Path, done: dict[tuple[str, str], list[dict[str, Any]]],
+           data: dict[str, Any]) -> int:
+    """Write the JSON, keep or remove the server logs; exit status 1 if a run failed."""
     if opts.json:
         Path(opts.json).write_text(json.dumps(data, indent=1))
         print(f"\nJSON written to {opts.json}")
@@ -602,7 +639,7 @@ def main() -> int:
         print(f"server logs in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if any(not r.get("ok") for rs in runs.values() for r in rs) else 0
+    return 1 if any(not r.get("ok") for rs in done.values() for r in rs) else 0
 
 
 if __name__ == "__main__":
