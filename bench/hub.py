@@ -10,7 +10,7 @@ Servers (apps in bench/servers/, each written as a user of that library would wr
   legato-naive       the same App looping over a set of subscribers with ``await
                      ws.send(message)`` (legato_framework_app.py).
   websockets         the websockets asyncio server on uvloop, ``broadcast(subscribers,
-                     message)`` (websockets_broadcast_app.py).
+                     message)`` (websockets_app.py --broadcast).
   socketify          socketify (uWebSockets): ``ws.subscribe("bench")`` on open and
                      ``app.publish("bench", message, opcode)`` (socketify_app.py).
   uvicorn+starlette  Starlette under uvicorn (uvloop, httptools), a send_text() loop: the
@@ -106,7 +106,7 @@ SERVERS: dict[str, Spec] = {
                        {"LEGATO_BENCH_HUB": "memory://"}, module="legato"),
     "legato-naive": Spec(LEGATO_RUN + ["legato_framework_app:app", "--port", "{port}"],
                          module="legato"),
-    "websockets": Spec([PY, "websockets_broadcast_app.py", "{port}"], module="websockets"),
+    "websockets": Spec([PY, "websockets_app.py", "{port}", "--broadcast"], module="websockets"),
     "socketify": Spec([PY, "socketify_app.py", "{port}"], module="socketify"),
     "uvicorn+starlette": Spec([PY, "starlette_app.py", "{port}"], module="uvicorn"),
     "legato-hub-redis": Spec(LEGATO_RUN + ["legato_hub_app:app", "--port", "{port}",

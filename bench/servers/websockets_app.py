@@ -1,6 +1,10 @@
 """The ``websockets`` library's asyncio server (on uvloop).
 
-Usage: python websockets_app.py PORT
+/pub sends to each subscriber in turn (``await send()``, bench/server.py), or with
+``--broadcast`` through the library's own ``broadcast()``, which writes the frame to every
+connection without awaiting each send (bench/hub.py).
+
+Usage: python websockets_app.py PORT [--broadcast]
 """
 
 from __future__ import annotations
@@ -8,10 +12,11 @@ from __future__ import annotations
 import sys
 
 import uvloop
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 subscribers: set[ServerConnection] = set()
+BROADCAST = "--broadcast" in sys.argv
 
 
 async def handler(websocket: ServerConnection) -> None:
@@ -27,6 +32,9 @@ async def handler(websocket: ServerConnection) -> None:
             subscribers.discard(websocket)
     elif path == "/pub":
         async for message in websocket:
+            if BROADCAST:
+                broadcast(subscribers, message)
+                continue
             for subscriber in list(subscribers):
                 try:
                     await subscriber.send(message)
