@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -25,15 +25,9 @@ def _load_example():  # type: ignore[no-untyped-def]
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _with_server(check) -> None:  # type: ignore[no-untyped-def]
     module = _load_example()
-    port = _free_port()
+    port = free_port()
     ready = asyncio.Event()
     task = asyncio.create_task(module.serve("127.0.0.1", port, ready))
     await asyncio.wait_for(ready.wait(), 5)

@@ -10,7 +10,6 @@ TestClient API (`get/post/...`, `websocket_connect(...)` with `send_text`,
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
+from ports import free_port
 import websockets.sync.client as ws_sync
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -25,12 +25,6 @@ from legato import WebSocketDenied, WebSocketDisconnect, jsoncodec
 from legato.server import Server, ServerConfig
 
 MODES = ["testclient", "legato", "uvicorn"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

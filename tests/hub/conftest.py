@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_servers import RedisServer, answers, free_port
+from ports import free_port
+from redis_servers import RedisServer, answers
 
 from legato.hub.backend import Backend, MemoryBackend
 from legato.hub.redis import RedisBackend

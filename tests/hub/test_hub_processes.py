@@ -34,7 +34,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from redis_servers import RedisServer, free_port
+from ports import free_port, port_is_open
+from redis_servers import RedisServer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -69,14 +70,6 @@ class Legato:
         """SIGKILL, by PID: no shutdown, no goodbye to Redis (a crashed host)."""
         self.proc.kill()
         self.proc.wait(5)
-
-
-def port_is_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def children(pid: int) -> dict[int, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from recording import running
-from redis_servers import free_port
+from ports import free_port
 
 from legato.hub.backend import HubUnavailable
 from legato.hub.redis import RedisBackend, State

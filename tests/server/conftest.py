@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port, port_is_open  # noqa: F401 - the server tests import them here
 
 from legato.server import Server, ServerConfig
 from legato.server.serve import new_event_loop
@@ -245,20 +246,6 @@ def close_code_of(payload: bytes) -> int | None:
 
 
 # ------------------------------------------------------- `legato run` as a subprocess
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def is_running(pid: int) -> bool:
