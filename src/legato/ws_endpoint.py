@@ -45,17 +45,7 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
         ws.metrics = app.metrics.route(route.path)
     ctx: Context | None = None
     try:
-        plan = app.plan_for(route)
-        if plan.only_websocket and opts.on_connect is None and opts.allowed_origins is None \
-                and not app.websocket_hooks and app.sessions is None:
-            # The common handler(ws): nothing to resolve, no context, no helper coroutine.
-            kwargs = dict.fromkeys(plan.names, ws)
-            if params:
-                fill_path_params(ws.path_params, params, route.pattern.types, plan, kwargs)
-            if opts.auto_accept:
-                await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
-        else:
-            ctx, kwargs = await _open(app, route, params, ws, opts, plan)
+        ctx, plan, kwargs = await _open(app, route, params, ws, opts)
         # The handler runs in this frame (no helper coroutine): an idle connection's
         # memory is mostly the frames it waits in.
         result = plan.func(**kwargs)
@@ -65,8 +55,7 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
         elif plan.is_coroutine or hasattr(result, "__await__"):
             await result
         del result
-        if ws.state is not WebSocketState.CLOSED:
-            await ws.ensure_closed(1000)
+        await ws.ensure_closed(1000)
     except Rejected:
         pass
     except HTTPError as exc:
@@ -92,8 +81,8 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
             await _finish(app, ws, ctx, opts, params)
 
 
-async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, opts: Any,
-                plan: Plan) -> tuple[Context | None, dict[str, Any]]:
+async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, opts: Any
+                ) -> tuple[Context | None, Plan, dict[str, Any]]:
     """Everything before the handler: checks, parameters, hooks, on_connect, accept.
 
     Returns the context only when something must be torn down later (request-scoped
@@ -101,6 +90,7 @@ async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, o
     WebSocket, without hooks or on_connect, makes no context at all: there is nothing
     to resolve.
     """
+    plan = app.plan_for(route)
     ctx = None
     if not (plan.only_websocket and not app.websocket_hooks and opts.on_connect is None):
         ctx = Context(app, ws.scope, websocket=ws, path_params=params)
@@ -121,7 +111,7 @@ async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, o
         if ctx is not None:
             await ctx.aclose()
         raise
-    return (ctx if ctx is not None and ctx.stack is not None else None), kwargs
+    return (ctx if ctx is not None and ctx.stack is not None else None), plan, kwargs
 
 
 def _prepare(app: App, ws: WebSocket, opts: Any) -> None:

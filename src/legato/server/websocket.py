@@ -176,19 +176,9 @@ class WebSocketSession:
                 data = message.get("bytes")
                 if data is None:
                     raise ValueError("websocket.send needs 'text' or 'bytes'")
-            http = self.http
-            if conn.compresses:
-                self.write_message(data)
-            else:
-                # The per-message path of every ASGI app (echo, broadcast loops):
-                # write_message inlined.
-                out = conn.send_prepared(http.state.frame_for(data))
-                if self._queue:
-                    http.write_soon(out)
-                else:
-                    http.writer(out)  # open: the transport is not closed (see write)
-            if http.write_paused:
-                await http.drain()
+            self.write_message(data)
+            if self.http.write_paused:
+                await self.http.drain()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
