@@ -593,3 +593,40 @@ def test_parse_response_head_parses_or_raises_head_error(head):
         parse_response_head(head)
     except HeadError:
         pass
+
+
+@BROAD
+@given(deflate=st.none() | deflate_params, limit=st.sampled_from([200, 1 << 20]),
+       stream=st.data(), tcp_cuts=cuts)
+def test_compiled_reader_and_python_reader_agree_on_any_bytes(deflate, limit, stream, tcp_cuts):
+    # The C reader (whole one-frame messages) hands over to the Python reader wherever it
+    # stops; together they must behave exactly like the Python reader alone.
+    if connection_module._read_messages is None:
+        return  # not built / LEGATO_NO_EXTENSIONS=1: there is only one reader
+    data = stream.draw(streams(Role.SERVER, deflate is not None), label="bytes")
+    outcomes = []
+    for reader in (connection_module._read_messages, None):
+        codec = None if deflate is None else DeflateCodec(deflate, is_client=False)
+        conn = Connection(Role.SERVER, max_message_size=limit, deflate=codec)
+        with mock.patch.object(connection_module, "_read_messages", reader):
+            feed(conn, data, tcp_cuts)
+        outcomes.append((conn.events_received(), conn.data_to_send(), conn.state))
+    assert outcomes[0] == outcomes[1]
+
+
+@PROPERTY
+@given(role=st.sampled_from(Role), deflate=st.booleans(), stream=st.data(), tcp_cuts=cuts)
+def test_the_engine_answers_only_alongside_an_event_other_than_a_message(
+        role, deflate, stream, tcp_cuts):
+    # receive_data's promise, which lets the server skip data_to_send() per message.
+    data = stream.draw(streams(role, deflate), label="bytes")
+    codec = DeflateCodec(DeflateParams(), is_client=role is Role.CLIENT) if deflate else None
+    conn = Connection(role, deflate=codec)
+    closing = False
+    for piece in split(data, tcp_cuts):
+        conn.receive_data(piece)
+        events = conn.events_received()
+        if all(isinstance(e, (TextMessage, BytesMessage)) for e in events):
+            assert conn.data_to_send() == b"" and conn.close_transport() is closing
+        conn.data_to_send()
+        closing = conn.close_transport()

@@ -44,13 +44,23 @@ from .events import (
     TextMessage,
 )
 from .frames import FIN, RSV1, encode_server_frame, new_mask
-from .masking import apply_mask, mask_frame, unmask_at
+from .masking import SPEEDUPS, apply_mask, mask_frame, unmask_at
 from .pieces import Pieces
 from .utf8 import Utf8Validator
 
 __all__ = ["Connection", "Role", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 logger = logging.getLogger("legato.protocol")
+
+if SPEEDUPS:
+    # Whole one-frame messages (nearly all of them) are read in C; everything else, and
+    # everything when the extension is not built, by _read_frames below.
+    from ._speedups import read_messages as _read_messages
+    from ._speedups import register_events
+
+    register_events(TextMessage, BytesMessage)
+else:
+    _read_messages = None
 
 #: 1 MiB: large enough for any chat/dashboard message, small enough that 1,000 peers
 #: each holding a maximal message in flight cost 1 GiB at worst, not unbounded memory.
@@ -182,7 +192,12 @@ class Connection:
     # ------------------------------------------------------------------- public: input
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes read from the transport. Never raises on bad peer input."""
+        """Feed bytes read from the transport. Never raises on bad peer input.
+
+        New bytes to send (a Pong, a Close) and a new request to close the transport only
+        ever come with an event other than a data message, so a caller that got messages
+        only need not look (the server's per-message path relies on this).
+        """
         if self._discard or not data:
             return
         if self._buf:
@@ -190,8 +205,15 @@ class Connection:
             self._buf = b""
         elif type(data) is not bytes:
             data = bytes(data)
+        pos = 0
+        if _read_messages is not None and not self._frame_remaining \
+                and not self._msg_opcode and not self._client:
+            pos = _read_messages(data, 0, self.max_message_size, self.max_frame_size,
+                                 self._events)
+            if pos == len(data):
+                return
         try:
-            pos = self._read_frames(data)
+            pos = self._read_frames(data, pos)
         except RemoteProtocolError as exc:
             self._fail(exc)
             return
@@ -324,9 +346,9 @@ class Connection:
 
     # -------------------------------------------------------------------- reading (impl)
 
-    def _read_frames(self, data: bytes) -> int:
-        """Parse as many frames as ``data`` holds; return how many bytes were consumed."""
-        pos = 0
+    def _read_frames(self, data: bytes, pos: int) -> int:
+        """Parse as many frames as ``data`` holds from ``pos``; return how many bytes
+        were consumed."""
         end = len(data)
         events = self._events
         want_mask = 0 if self._client else 0x80

@@ -55,6 +55,10 @@ class _Reject(Exception):
         self.status = status
 
 
+#: What a lost connection's ``parser`` becomes: bound to no protocol, never fed.
+_LOST_PARSER = httptools.HttpRequestParser(object())
+
+
 def _no_writer(data: bytes) -> None:
     """Before connection_made there is nothing to write to."""
 
@@ -135,6 +139,15 @@ class HttpProtocol(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        # Break this connection's reference cycles (the parser's callbacks, the
+        # transport, the session and the writer all refer back to this object), so that
+        # reference counting frees it as soon as its app is done. Left to the cyclic GC,
+        # ~50 objects per connection outlived it and a handshake benchmark spent ~4 % of
+        # the server's time collecting them.
+        self.transport = None
+        self.writer = _no_writer
+        self.websocket = None
+        self.parser = _LOST_PARSER
 
     def data_received(self, data: bytes) -> None:
         if self.websocket is not None:

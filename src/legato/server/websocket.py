@@ -53,7 +53,7 @@ class WebSocketSession:
     """Server side of one WebSocket, from the upgrade request to the end."""
 
     __slots__ = (
-        "http", "loop", "config", "phase", "conn", "offer", "scope", "_rest", "_queue",
+        "http", "loop", "config", "phase", "conn", "offer", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
         "_denial_body", "on_writable", "on_closing", "on_paused",
@@ -68,7 +68,7 @@ class WebSocketSession:
         self.conn: Connection | None = None
         self._rest = rest
         self._queue: deque[dict[str, Any]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._connect_sent = False
         self._close_code: int | None = None  # set once the connection has ended
         self._close_reason = ""
@@ -106,20 +106,21 @@ class WebSocketSession:
         scope["extensions"] = {"websocket.http.response": {},
                                "legato.websocket": {"session": self}}
         del scope["method"]
-        self.scope = scope
-        http.state.spawn(self.run(http.state.app))
+        # Not kept on self: the scope refers to this session (its extensions), and a
+        # cycle would leave the connection for the cyclic GC to free.
+        http.state.spawn(self.run(http.state.app, scope))
 
     # ------------------------------------------------------------------------ the app
 
-    async def run(self, app: Any) -> None:
+    async def run(self, app: Any, scope: dict[str, Any]) -> None:
         try:
             direct = self.http.state.app_websocket
             if direct is not None:
                 # A legato App hands over the coroutine serving this connection: one
                 # frame (its __call__) less for every open connection.
-                await direct(self.scope, self.receive, self.send)
+                await direct(scope, self.receive, self.send)
             else:
-                await app(self.scope, self.receive, self.send)
+                await app(scope, self.receive, self.send)
         except BaseException as exc:  # noqa: BLE001 - the server must survive the app
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise
@@ -146,19 +147,18 @@ class WebSocketSession:
         if not self._connect_sent:
             self._connect_sent = True
             return {"type": "websocket.connect"}
-        while not self._queue:
-            if self._close_code is not None:
-                return self._disconnect_event()
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        event = self._queue.popleft()
-        if self._reading_paused and len(self._queue) <= self.config.ws_max_queue // 2:
-            self._reading_paused = False
-            self.http.resume_ws_reading()
-        return event
+        queue = self._queue
+        if queue:
+            event = queue.popleft()
+            if self._reading_paused and len(queue) <= self.config.ws_max_queue // 2:
+                self._reading_paused = False
+                self.http.resume_ws_reading()
+            return event
+        if self._close_code is not None:
+            return self._disconnect_event()
+        # Nothing queued: _deliver hands the next event straight to this future.
+        waiter = self._waiter = self.loop.create_future()
+        return await waiter  # type: ignore[no-any-return]
 
     def _disconnect_event(self) -> dict[str, Any]:
         return {"type": "websocket.disconnect", "code": self._close_code,
@@ -326,27 +326,44 @@ class WebSocketSession:
         conn = self.conn
         assert conn is not None
         queue = self._queue
+        waiter = self._waiter
+        control = False
         for event in conn.events_received():
             if type(event) is TextMessage:
-                queue.append({"type": "websocket.receive", "text": event.data})
+                item = {"type": "websocket.receive", "text": event.data}
             elif type(event) is BytesMessage:
-                queue.append({"type": "websocket.receive", "bytes": event.data})
-            elif isinstance(event, Pong):
-                if event.payload == self._ping_payload:
-                    self._pong_received()
-            elif isinstance(event, (CloseReceived, ConnectionFailed)):
-                self._ended(event.code, event.reason)
-            elif isinstance(event, ConnectionLost):
-                self._ended(1006, "")
-        out = conn.data_to_send()
-        if out:
-            self.http.write(out)
-        if conn.close_transport():
-            self.http.close_transport()
-        if len(queue) >= self.config.ws_max_queue and not self._reading_paused:
+                item = {"type": "websocket.receive", "bytes": event.data}
+            else:
+                control = True
+                if isinstance(event, Pong):
+                    if event.payload == self._ping_payload:
+                        self._pong_received()
+                elif isinstance(event, (CloseReceived, ConnectionFailed)):
+                    self._ended(event.code, event.reason)
+                elif isinstance(event, ConnectionLost):
+                    self._ended(1006, "")
+                continue
+            if waiter is not None:
+                # The app waits in receive() (so nothing is queued): hand the event over.
+                self._waiter = None
+                if not waiter.done():  # not cancelled
+                    waiter.set_result(item)
+                    waiter = None
+                    continue
+                waiter = None
+            queue.append(item)
+        if control:
+            # Only a control frame, a failure or the end makes the engine answer
+            # (Connection.receive_data): data messages alone skip these checks.
+            out = conn.data_to_send()
+            if out:
+                self.http.write(out)
+            if conn.close_transport():
+                self.http.close_transport()
+            self._wake()
+        if queue and len(queue) >= self.config.ws_max_queue and not self._reading_paused:
             self._reading_paused = True  # the app is behind: TCP backpressure to the peer
             self.http.pause_reading()
-        self._wake()
 
     def _ended(self, code: int, reason: str) -> None:
         if self._close_code is None:
@@ -365,9 +382,13 @@ class WebSocketSession:
         self._wake()
 
     def _wake(self) -> None:
+        """The connection ended: an app waiting in receive() gets the disconnect event
+        (after the messages queued before it, which receive() returns first)."""
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None and self._close_code is not None and not self._queue:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(self._disconnect_event())
 
     # ------------------------------------------------------------------ closing & pings
 
