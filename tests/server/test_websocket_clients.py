@@ -10,6 +10,7 @@ Close), a hand-driven socket from conftest does. Each client runs in its own
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 import random
 import socket
@@ -28,6 +29,7 @@ from websockets.asyncio.client import connect as websockets_connect
 from conftest import (
     RunningServer,
     client_frame,
+    echo_app,
     close_code_of,
     open_raw_websocket,
     parse_frames,
@@ -550,3 +552,72 @@ def test_server_survives_every_refusal_and_keeps_serving(
             assert await ws.recv() == "alive"
 
     run(main())
+
+
+# ------------------------------------------------------------------------ memory
+
+
+def hub_app() -> Any:
+    """legato's App whose WebSocket route subscribes to a hub topic (the hub's outbox
+    hooks into the session) and echoes."""
+    from legato import App, WebSocket
+
+    app = App(hub="memory://")
+
+    # "all": a client that vanishes (1006) ends the handler quietly (a logged
+    # traceback would keep the connection's frames alive in pytest's log capture).
+    @app.websocket("/echo", caught_close_codes="all")
+    async def echo(ws: WebSocket) -> None:
+        async with app.hub.subscribe(ws, "room"):
+            async for message in ws:
+                await ws.send(message)
+
+    @app.get("/")
+    async def index() -> str:
+        return "ok"
+
+    return app
+
+
+@pytest.mark.parametrize("make_app", [lambda: echo_app, hub_app], ids=["asgi", "app+hub"])
+def test_closed_connections_are_freed_without_the_cyclic_gc(
+        serve: Callable[..., RunningServer], make_app: Callable[[], Any]) -> None:
+    """A finished connection (WebSocket closed by either side, HTTP keep-alive or not)
+    leaves no reference cycle behind: reference counting frees it at once, so a busy
+    server neither holds dead connections until a collection nor pays for collections."""
+    from legato.hub.outbox import Outbox
+    from legato.protocol import Connection
+    from legato.server.http import HttpProtocol
+    from legato.server.websocket import WebSocketSession
+    from legato.websocket import WebSocket
+
+    server = serve(make_app())
+    kinds = (HttpProtocol, WebSocketSession, Connection, WebSocket, Outbox)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            sock, _, _ = open_raw_websocket(server.port, "/echo")
+            sock.sendall(client_frame(0x1, b"hello"))
+            sock.sendall(client_frame(0x8, (1000).to_bytes(2, "big")))
+            while sock.recv(4096):
+                pass  # until the server closes after echoing our Close
+            sock.close()
+        sock, _, _ = open_raw_websocket(server.port, "/echo")
+        sock.close()  # the client vanishes without a closing handshake
+        with socket.create_connection(("127.0.0.1", server.port)) as http:
+            # two requests on one connection, the second one closing it
+            http.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(http).count(b"HTTP/1.1 200") == 2
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            state = server.server.state
+            if state is not None and not state.connections and not state.tasks and \
+                    not any(isinstance(o, kinds) for o in gc.get_objects()):
+                break
+            time.sleep(0.02)
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+        assert alive == []
+    finally:
+        gc.enable()

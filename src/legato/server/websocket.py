@@ -372,6 +372,9 @@ class WebSocketSession:
         self.phase = Phase.CLOSED
         self._cancel_timers()
         self._closing()
+        # Nothing more will be written: drop the hooks (bound methods of the hub's
+        # outbox, which refers back to this session) so no cycle outlives the connection.
+        self.on_writable = self.on_paused = None
 
     def connection_lost(self) -> None:
         # An EOF only ends the connection (messages were queued as they arrived), so the
