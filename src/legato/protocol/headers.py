@@ -47,7 +47,12 @@ class Headers(Mapping[str, str]):
         self._items: list[tuple[str, str]] = list(items)
         index: dict[str, list[str]] = {}
         for name, value in self._items:
-            index.setdefault(name.lower(), []).append(value)
+            key = name.lower()
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
         self._index = index
 
     def __getitem__(self, name: str) -> str:

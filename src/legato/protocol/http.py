@@ -151,7 +151,7 @@ def parse_response_head(head: bytes) -> ResponseHead:
 
 def _check_field(name: str, value: str) -> None:
     # Never emit CR, LF or NUL in a head: that would let a value inject headers.
-    if not is_token(name) or any(c in value for c in "\r\n\x00"):
+    if not is_token(name) or "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"invalid header field {name!r}")
 
 

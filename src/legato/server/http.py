@@ -31,6 +31,7 @@ from ..protocol.handshake import is_upgrade_request
 from .cycle import RequestCycle, simple_response
 from .direct import Sender, Writer, detach, writer_for
 from .state import ServerState, logger
+from .websocket import WebSocketSession
 
 __all__ = ["HttpProtocol"]
 
@@ -241,7 +242,7 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(503, "server busy")
         upgrade = parser.should_upgrade()
         if upgrade and self.config.ws:
-            fields = Headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in headers)
+            fields = Headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers])
             if is_upgrade_request(fields):
                 self._pending_upgrade = (method, version, scope, fields)
                 return
@@ -319,8 +320,9 @@ class HttpProtocol(asyncio.Protocol):
             "type": "http", "asgi": _ASGI, "http_version": version, "method": method,
             "scheme": self.scheme,
             # ASGI: path includes root_path (as uvicorn sends it); apps strip it.
-            "path": self.config.root_path
-            + unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            "path": self.config.root_path + (
+                unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
+            ).decode("utf-8", "replace"),
             "raw_path": self.config.root_path.encode("latin-1") + raw_path,
             "query_string": url.query or b"",
             "root_path": self.config.root_path, "headers": self._headers,
@@ -376,8 +378,6 @@ class HttpProtocol(asyncio.Protocol):
     # ---------------------------------------------------------------------- websocket
 
     def _upgrade(self, rest: bytes) -> None:
-        from .websocket import WebSocketSession  # noqa: PLC0415 - import cycle
-
         pending = self._pending_upgrade
         if pending is None:
             self.pause_reading()  # a plain request with Upgrade: the stream after is opaque
