@@ -622,5 +622,7 @@ class Connection:
 
     def _set_state(self, state: State) -> None:
         if state is not self.state:
-            logger.debug("%s connection %s -> %s", self.role.value, self.state.name, state.name)
+            if logger.isEnabledFor(logging.DEBUG):  # the arguments cost more than the call
+                logger.debug("%s connection %s -> %s", self.role.value, self.state.name,
+                             state.name)
             self.state = state
