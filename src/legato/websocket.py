@@ -267,6 +267,13 @@ class WebSocket(HTTPConnection):
             self._peer_closed(event)
         return event
 
+    def _next_event(self) -> Any:
+        """The next ASGI event if it is ready, else something to await for it. On
+        legato's server that is the session's future: no receive() coroutine per message
+        (the per-message cost of every handler)."""
+        session = self._session
+        return session.next_event() if session is not None else self._receive()
+
     def _peer_closed(self, event: dict[str, Any]) -> None:
         """A ``websocket.disconnect`` reached the handler: the connection is over."""
         self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)
@@ -285,10 +292,12 @@ class WebSocket(HTTPConnection):
 
     async def _message(self) -> dict[str, Any]:
         """The next ``websocket.receive`` event; ``WebSocketDisconnect`` at the end."""
+        event: dict[str, Any]
         if self.state is OPEN and not self._pending and not self._reader_busy:
             self._reader_busy = True  # the common case, without a helper coroutine
             try:
-                event: dict[str, Any] = await self._receive()
+                ready = self._next_event()
+                event = ready if type(ready) is dict else await ready
             finally:
                 self._reader_busy = False
         elif self.state is CONNECTING:
@@ -580,7 +589,8 @@ class WebSocket(HTTPConnection):
             # The common loop, inlined (it is the per-message cost of every handler).
             self._reader_busy = True
             try:
-                event = await self._receive()
+                ready = self._next_event()
+                event = ready if type(ready) is dict else await ready
             finally:
                 self._reader_busy = False
             if event["type"] == "websocket.receive":

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from ..exceptions import (
     FrameError,
@@ -52,15 +54,14 @@ __all__ = ["Connection", "Role", "State", "DEFAULT_MAX_MESSAGE_SIZE"]
 
 logger = logging.getLogger("legato.protocol")
 
+# Whole one-frame messages (nearly all of them) are read in C; everything else, and
+# everything when the extension is not built, by Connection._read_frames.
+_read_messages: Callable[[bytes, int, int, int, list[Any]], int] | None = None
 if SPEEDUPS:
-    # Whole one-frame messages (nearly all of them) are read in C; everything else, and
-    # everything when the extension is not built, by _read_frames below.
-    from ._speedups import read_messages as _read_messages
-    from ._speedups import register_events
+    from . import _speedups
 
-    register_events(TextMessage, BytesMessage)
-else:
-    _read_messages = None
+    _speedups.register_events(TextMessage, BytesMessage)
+    _read_messages = _speedups.read_messages
 
 #: 1 MiB: large enough for any chat/dashboard message, small enough that 1,000 peers
 #: each holding a maximal message in flight cost 1 GiB at worst, not unbounded memory.

@@ -144,6 +144,12 @@ class WebSocketSession:
             self._send_close(1011, "")  # RFC 6455 §7.4.1: internal error
 
     async def receive(self) -> dict[str, Any]:
+        event = self.next_event()
+        return event if isinstance(event, dict) else await event
+
+    def next_event(self) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        """ASGI ``receive()`` without a coroutine (legato's App awaits it in its own
+        frame): the next event when one is ready, else a future that gets it."""
         if not self._connect_sent:
             self._connect_sent = True
             return {"type": "websocket.connect"}
@@ -156,9 +162,9 @@ class WebSocketSession:
             return event
         if self._close_code is not None:
             return self._disconnect_event()
-        # Nothing queued: _deliver hands the next event straight to this future.
+        # Nothing queued: _process hands the next event straight to this future.
         waiter = self._waiter = self.loop.create_future()
-        return await waiter  # type: ignore[no-any-return]
+        return waiter
 
     def _disconnect_event(self) -> dict[str, Any]:
         return {"type": "websocket.disconnect", "code": self._close_code,
@@ -329,6 +335,7 @@ class WebSocketSession:
         waiter = self._waiter
         control = False
         for event in conn.events_received():
+            item: dict[str, Any]
             if type(event) is TextMessage:
                 item = {"type": "websocket.receive", "text": event.data}
             elif type(event) is BytesMessage:
