@@ -179,8 +179,6 @@ class WebSocket(HTTPConnection):
         """Complete the handshake (101). Accepting an open connection again is a no-op
         (so a hook and the handler may both accept), unless it asks for another
         subprotocol; after close or reject it is a ``RuntimeError``."""
-        if not headers and self._accept_now(subprotocol):
-            return
         if self.state is not CONNECTING:
             if self.state is OPEN and subprotocol in (None, self.subprotocol):
                 return
@@ -188,24 +186,13 @@ class WebSocket(HTTPConnection):
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client "
                              f"(offered: {self.subprotocols})")
-        await self._accept_event(subprotocol, headers)
-        self._accepted(subprotocol)
-
-    def _accept_now(self, subprotocol: str | None = None) -> bool:
-        """:meth:`accept` without a coroutine, where that is possible: on legato's server,
-        still connecting, no extra response headers, and a subprotocol the client offered.
-        False otherwise (then :meth:`accept` does it, or raises what is wrong)."""
         session = self._session
-        if session is None or self.state is not CONNECTING or self.accept_headers is not None \
-                or (subprotocol is not None and subprotocol not in self.subprotocols):
-            return False
-        # legato's server: no event dict, no coroutine (every connection's cost).
-        self._connect_seen = True
-        session.accept_now(subprotocol, self.max_message_size)
-        self._accepted(subprotocol)
-        return True
-
-    def _accepted(self, subprotocol: str | None) -> None:
+        if session is not None and not headers and self.accept_headers is None:
+            # legato's server: no event dict, no coroutine (every connection's cost).
+            self._connect_seen = True
+            session.accept_now(subprotocol, self.max_message_size)
+        else:
+            await self._accept_event(subprotocol, headers)
         self.subprotocol = subprotocol
         self.state = OPEN
         self.opened = True

@@ -55,8 +55,7 @@ async def serve_websocket(app: App, route: Route, params: dict[str, str],
         elif plan.is_coroutine or hasattr(result, "__await__"):
             await result
         del result
-        if ws.state is not WebSocketState.CLOSED:  # usually the peer closed: no coroutine
-            await ws.ensure_closed(1000)
+        await ws.ensure_closed(1000)
     except Rejected:
         pass
     except HTTPError as exc:
@@ -107,9 +106,7 @@ async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, o
             if opts.on_connect is not None:
                 await _on_connect(app, ws, ctx, opts.on_connect)
         if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
-            subprotocol = _pick_subprotocol(ws, opts.subprotocols)
-            if not ws._accept_now(subprotocol):
-                await ws.accept(subprotocol)
+            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
     except BaseException:
         if ctx is not None:
             await ctx.aclose()
