@@ -332,7 +332,6 @@ class WebSocketSession:
         conn = self.conn
         assert conn is not None
         queue = self._queue
-        waiter = self._waiter
         control = False
         for event in conn.events_received():
             item: dict[str, Any]
@@ -350,14 +349,13 @@ class WebSocketSession:
                 elif isinstance(event, ConnectionLost):
                     self._ended(1006, "")
                 continue
+            waiter = self._waiter
             if waiter is not None:
                 # The app waits in receive() (so nothing is queued): hand the event over.
                 self._waiter = None
                 if not waiter.done():  # not cancelled
                     waiter.set_result(item)
-                    waiter = None
                     continue
-                waiter = None
             queue.append(item)
         if control:
             # Only a control frame, a failure or the end makes the engine answer
@@ -367,7 +365,6 @@ class WebSocketSession:
                 self.http.write(out)
             if conn.close_transport():
                 self.http.close_transport()
-            self._wake()
         if queue and len(queue) >= self.config.ws_max_queue and not self._reading_paused:
             self._reading_paused = True  # the app is behind: TCP backpressure to the peer
             self.http.pause_reading()
@@ -382,6 +379,7 @@ class WebSocketSession:
         # Nothing more will be written: drop the hooks (bound methods of the hub's
         # outbox, which refers back to this session) so no cycle outlives the connection.
         self.on_writable = self.on_paused = None
+        self._wake()
 
     def connection_lost(self) -> None:
         # An EOF only ends the connection (messages were queued as they arrived), so the
@@ -389,11 +387,11 @@ class WebSocketSession:
         if self.conn is not None:
             self.conn.receive_eof()
         self._ended(1006, "")
-        self._wake()
 
     def _wake(self) -> None:
-        """The connection ended: an app waiting in receive() gets the disconnect event
-        (after the messages queued before it, which receive() returns first)."""
+        """The connection ended (``_ended``, ``_finish_http``): an app waiting in
+        receive() gets the disconnect event (after the messages queued before it, which
+        receive() returns first)."""
         waiter = self._waiter
         if waiter is not None and self._close_code is not None and not self._queue:
             self._waiter = None
@@ -465,7 +463,6 @@ class WebSocketSession:
             self.http.write(self.conn.data_to_send())
         self._ended(1006, "")
         self.http.close_transport()
-        self._wake()
 
     def _cancel_ping(self) -> None:
         for name in ("_ping_timer", "_pong_timer"):
