@@ -388,25 +388,29 @@ def value_of(fig: Figure, scen: Scenario, result: dict[str, Any]) -> float | Non
     return result["count"] / result["seconds"]
 
 
+def counted(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that count: the passing ones, only the quiet ones if there are any."""
+    passing = [r for r in results if r.get("ok")]
+    return [r for r in passing if not r.get("noisy")] or passing
+
+
 def figure_value(fig: Figure, scen: Scenario, chosen: dict[str, Any],
                  results: list[dict[str, Any]]) -> float | None:
-    """A headline figure comes from the chosen (best) run; a latency, which is a single
-    noisy sample per run, is the lowest over the quiet passing runs: the same rule,
-    "only other work makes a server look slower", applied to that figure itself."""
-    if fig.headline or not chosen.get("ok"):
+    """A figure comes from the chosen (best) run; a latency, which is a single noisy
+    sample per run, is the lowest over the runs that count: the same rule, "only other
+    work makes a server look slower", applied to that figure itself."""
+    if fig.unit != "us" or not chosen.get("ok"):
         return value_of(fig, scen, chosen)
-    quiet = [r for r in results if r.get("ok") and not r.get("noisy")] or [chosen]
-    values = [v for v in (value_of(fig, scen, r) for r in quiet) if v is not None]
-    return min(values) if values else None
+    values = [v for v in (value_of(fig, scen, r) for r in counted(results)) if v is not None]
+    return min(values, default=None)
 
 
 def best(results: list[dict[str, Any]], scen: Scenario) -> dict[str, Any]:
     """The best passing run (highest rate, or lowest memory), quiet runs first; a failing
     run if none passed."""
-    passing = [r for r in results if r.get("ok")]
+    passing = counted(results)
     if not passing:
         return results[0]
-    passing = [r for r in passing if not r.get("noisy")] or passing
     if scen.mode == "idle":
         return min(passing, key=lambda r: r.get("kib_per_conn", float("inf")))
     return max(passing, key=lambda r: r["count"] / r["seconds"])
