@@ -22,7 +22,7 @@ from .providers import Context, Providers, call_plan
 from .routing import Mount, Route, Router, WebSocketOptions
 from .http_endpoint import respond_error, serve_http
 from .scope import HTTPConnection, route_path
-from .ws_endpoint import serve_websocket
+from .ws_endpoint import WebSocketEndpoint
 
 __all__ = ["App"]
 
@@ -81,6 +81,7 @@ class App:
         self.exception_handlers: list[tuple[type[BaseException], Callable[..., Any]]] = []
         self._plans: dict[Any, Plan] = {}
         self._settings: dict[int, WebSocketOptions] = {}
+        self._endpoints: dict[Route, WebSocketEndpoint] = {}
         self.sessions: Any = None
         if secret_key is not None:
             from .sessions import SessionCodec  # noqa: PLC0415 - needs itsdangerous
@@ -223,7 +224,9 @@ class App:
         """Register a provider (R10): its value is injected by name."""
         def register(f: F) -> F:
             self.providers.add(f, name, scope)
-            self._plans.clear()  # plans made earlier may have taken this name as a query
+            # Plans made earlier may have taken this name as a query parameter.
+            self._plans.clear()
+            self._endpoints.clear()
             return f
 
         return register(func) if func is not None else register
@@ -281,6 +284,13 @@ class App:
                 else self.allowed_origins)
             self._settings[id(route)] = settings
         return settings
+
+    def websocket_endpoint(self, route: Route) -> WebSocketEndpoint:
+        """The route made ready to serve connections (made on first use)."""
+        endpoint = self._endpoints.get(route)
+        if endpoint is None:
+            endpoint = self._endpoints[route] = WebSocketEndpoint(self, route)
+        return endpoint
 
     async def _read_model(self, request: Any, param: Param) -> Any:
         from .exceptions import InvalidMessage, UnprocessableEntity  # noqa: PLC0415
@@ -346,10 +356,16 @@ class App:
                  send: Any) -> Awaitable[None] | None:
         """The coroutine serving a WebSocket connection on one of this App's routes, or
         None when no route matches (a mount's, or 404)."""
-        match = self.router.match_websocket(route_path(scope))
+        path = scope["path"] if not scope.get("root_path") else route_path(scope)
+        route = self.router.static_websocket(path)
+        if route is not None:  # the common case: one dict lookup, no RouteMatch
+            endpoint = self._endpoints.get(route) or self.websocket_endpoint(route)
+            return endpoint.serve(scope, receive, send, {})
+        match = self.router.match_websocket(path)
         if match.route is None:
             return None
-        return serve_websocket(self, match.route, match.params, scope, receive, send)
+        return self.websocket_endpoint(match.route).serve(scope, receive, send,
+                                                          match.params)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from .requests import Request  # noqa: PLC0415
@@ -379,7 +395,8 @@ class App:
             return
         match = self.router.match_websocket(route_path(scope))
         if match.route is not None:
-            await serve_websocket(self, match.route, match.params, scope, receive, send)
+            await self.websocket_endpoint(match.route).serve(scope, receive, send,
+                                                             match.params)
         elif match.mount is not None:
             await match.mount.app(_child_scope(scope, match.mount, match.subpath),
                                   receive, send)

@@ -151,10 +151,35 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.mounts: list[Mount] = []
+        # Static WebSocket routes by exact path, for a lookup without trying each
+        # pattern in turn (every connection starts with one); see _index_static.
+        self._ws_static: dict[str, Route] = {}
 
     def add(self, route: Route) -> Route:
         self.routes.append(route)
+        self._index_static()
         return route
+
+    def _index_static(self) -> None:
+        """Index the static WebSocket routes that win for their own path: those that no
+        earlier WebSocket route also matches (routes match in the order they were added,
+        so a ``/{name}`` added first shadows ``/echo``; such a path stays with the loop)."""
+        index: dict[str, Route] = {}
+        earlier: list[Route] = []
+        for route in self.routes:
+            if not route.websocket:
+                continue
+            path = route.pattern.path
+            if route.pattern.static and not any(
+                    r.pattern.match(path) is not None for r in earlier):
+                index[path] = route
+            earlier.append(route)
+        self._ws_static = index
+
+    def static_websocket(self, path: str) -> Route | None:
+        """The WebSocket route for ``path`` when it is a static one (no parameters), in
+        one dict lookup; None means "ask :meth:`match_websocket`"."""
+        return self._ws_static.get(path)
 
     def mount(self, mount: Mount) -> Mount:
         self.mounts.append(mount)
@@ -178,6 +203,9 @@ class Router:
         return self._match_mount(path)
 
     def match_websocket(self, path: str) -> RouteMatch:
+        static = self._ws_static.get(path)
+        if static is not None:
+            return RouteMatch(static, {})
         for route in self.routes:
             if route.websocket:
                 params = route.pattern.match(path)

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import jsoncodec
 from .exceptions import InvalidMessage, WebSocketDisconnect
+from .datastructures import Headers, QueryParams
 from .protocol.close import check_send_code
 from .scope import HTTPConnection
 from .typed import dump_value, validator_for
@@ -116,10 +117,14 @@ class WebSocket(HTTPConnection):
     )
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Any],
-                 send: Callable[[dict[str, Any]], Any], *, receive_type: Any = None,
+                 send: Callable[[dict[str, Any]], Any], receive_type: Any = None,
                  send_type: Any = None, caught_close_codes: Sequence[int] | str = (1000, 1001),
                  max_message_size: int | None = None) -> None:
-        super().__init__(scope)
+        # HTTPConnection's fields, set here: one call less on every connection.
+        self.scope = scope
+        self._headers: Headers | None = None
+        self._query: QueryParams | None = None
+        self._cookies: dict[str, str] | None = None
         self._receive = receive
         self._send = send
         self.state = CONNECTING
@@ -145,7 +150,8 @@ class WebSocket(HTTPConnection):
         self._disconnect_seen = False
         #: Called at accept for extra response headers (the App sets the session cookie).
         self.accept_headers: Callable[[], list[tuple[str, str]]] | None = None
-        extension = scope.get("extensions", {}).get("legato.websocket")
+        extensions = scope.get("extensions")
+        extension = extensions.get("legato.websocket") if extensions else None
         self._extension = extension is not None
         #: legato's server session when the App runs on it: sends skip the ASGI layer.
         self._session = extension.get("session") if extension else None
@@ -294,12 +300,13 @@ class WebSocket(HTTPConnection):
         """The next ``websocket.receive`` event; ``WebSocketDisconnect`` at the end."""
         event: dict[str, Any]
         if self.state is OPEN and not self._pending and not self._reader_busy:
-            self._reader_busy = True  # the common case, without a helper coroutine
-            try:
-                ready = self._next_event()
-                event = ready if type(ready) is dict else await ready
-            finally:
-                self._reader_busy = False
+            event = self._next_event()  # the common case, without a helper coroutine
+            if type(event) is not dict:
+                self._reader_busy = True
+                try:
+                    event = await event
+                finally:
+                    self._reader_busy = False
         elif self.state is CONNECTING:
             raise RuntimeError("accept() the WebSocket before receiving (or iterate it "
                                "with `async for`, which accepts)")
@@ -534,7 +541,8 @@ class WebSocket(HTTPConnection):
             self.close_code = code
             self.close_reason = reason
             self.client_closed = peer
-        self._wake()
+        if self._waiters is not None:
+            self._wake()
 
     async def wait_closed(self) -> int:
         """Wait until the connection ends; return its close code (W16).
@@ -587,19 +595,21 @@ class WebSocket(HTTPConnection):
         if self.state is OPEN and self.receive_type is None and not self._pending \
                 and not self._reader_busy and not self._check_sizes:
             # The common loop, inlined (it is the per-message cost of every handler).
-            self._reader_busy = True
-            try:
-                ready = self._next_event()
-                event = ready if type(ready) is dict else await ready
-            finally:
-                self._reader_busy = False
-            if event["type"] == "websocket.receive":
+            event = self._next_event()
+            if type(event) is not dict:
+                self._reader_busy = True  # while it waits, wait_closed() leaves it the read
+                try:
+                    event = await event
+                finally:
+                    self._reader_busy = False
+            kind = event["type"]
+            if kind == "websocket.receive":
                 text = event.get("text")
                 data = text if text is not None else event.get("bytes") or b""
                 if self.metrics is not None:
                     self.metrics.received(data)
                 return data
-            if event["type"] == "websocket.disconnect":  # the end, without detours
+            if kind == "websocket.disconnect":  # the end, without detours
                 self._peer_closed(event)
                 code = self.close_code or 1005
                 if is_caught(code, self.caught_close_codes):

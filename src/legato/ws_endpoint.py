@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
-from .params import Plan, fill_path_params
+from .params import fill_path_params
 from .providers import Context, call_plan
 from .routing import Route
 from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
@@ -28,90 +28,122 @@ from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["serve_websocket"]
+__all__ = ["WebSocketEndpoint"]
 
 logger = logging.getLogger("legato.websocket")
 
 _RAW_EVENTS = ("websocket.send", "websocket.close", "websocket.accept")
 
 
-async def serve_websocket(app: App, route: Route, params: dict[str, str],
-                          scope: dict[str, Any], receive: Any, send: Any) -> None:
-    opts = app.websocket_settings(route)
-    ws = WebSocket(scope, receive, send, receive_type=opts.receive_type,
-                   send_type=opts.send_type, caught_close_codes=opts.caught_close_codes,
-                   max_message_size=opts.max_message_size)
-    if app.metrics is not None:
-        ws.metrics = app.metrics.route(route.path)
-    ctx: Context | None = None
-    try:
-        ctx, plan, kwargs = await _open(app, route, params, ws, opts)
-        # The handler runs in this frame (no helper coroutine): an idle connection's
-        # memory is mostly the frames it waits in.
-        result = plan.func(**kwargs)
-        del kwargs
-        if plan.is_async_gen:
-            await _drive_generator(ws, result)
-        elif plan.is_coroutine or hasattr(result, "__await__"):
-            await result
-        del result
-        await ws.ensure_closed(1000)
-    except Rejected:
-        pass
-    except HTTPError as exc:
-        await _http_error(app, ws, exc)
-    except InvalidMessage as exc:
-        logger.info("closing WebSocket %s: %s", ws.path, exc)
-        await ws.ensure_closed(exc.close_code, _short(str(exc)))
-    except WebSocketDisconnect as exc:
-        if not is_caught(exc.code, ws.caught_close_codes):
-            raise
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            await _crashed(app, ws, exc)
-        raise
-    finally:
-        if ws.metrics is not None and ws.opened:
-            ws.metrics.open -= 1
-            ws.metrics.close_codes[ws.close_code if ws.close_code is not None else 1006] += 1
-        hub = app._hub
-        if hub is not None and hub.knows(ws):
-            await hub.forget(ws)  # P1: a closed connection leaves all its topics
-        if ctx is not None or opts.on_close is not None or opts.on_disconnect is not None:
-            await _finish(app, ws, ctx, opts, params)
+class WebSocketEndpoint:
+    """A WebSocket route made ready to serve: its options with the App's defaults
+    filled in, its call plan, and what a connection needs before the handler runs —
+    worked out once per route instead of on every connection.
 
-
-async def _open(app: App, route: Route, params: dict[str, str], ws: WebSocket, opts: Any
-                ) -> tuple[Context | None, Plan, dict[str, Any]]:
-    """Everything before the handler: checks, parameters, hooks, on_connect, accept.
-
-    Returns the context only when something must be torn down later (request-scoped
-    providers), so an idle connection does not keep it. A handler that takes only the
-    WebSocket, without hooks or on_connect, makes no context at all: there is nothing
-    to resolve.
+    A route whose handler takes only the WebSocket, without ``on_connect``, an Origin
+    check or sessions (and while the App has no WebSocket hooks), is *direct*: nothing
+    to check, resolve or call before the handler, so no context is made.
     """
-    plan = app.plan_for(route)
-    ctx = None
-    if not (plan.only_websocket and not app.websocket_hooks and opts.on_connect is None):
+
+    __slots__ = ("app", "route", "opts", "plan", "names", "direct", "finishes", "metrics")
+
+    def __init__(self, app: App, route: Route) -> None:
+        self.app = app
+        self.route = route
+        self.opts = opts = app.websocket_settings(route)
+        self.plan = plan = app.plan_for(route)
+        self.names = plan.names
+        self.direct = (plan.only_websocket and opts.on_connect is None
+                       and opts.allowed_origins is None and app.sessions is None)
+        #: Lifecycle callbacks to run at the end (request-scoped providers aside).
+        self.finishes = opts.on_close is not None or opts.on_disconnect is not None
+        #: The route's counters when the App has metrics on (P7).
+        self.metrics = app.metrics.route(route.path) if app.metrics is not None else None
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any,
+                    params: dict[str, str]) -> None:
+        """Serve one connection, from the checks before accept to the last callback."""
+        app, opts = self.app, self.opts
+        # Positional: a class called with keywords builds a dict for them first.
+        ws = WebSocket(scope, receive, send, opts.receive_type, opts.send_type,
+                       opts.caught_close_codes, opts.max_message_size)
+        ws.metrics = self.metrics
+        ctx: Context | None = None
+        try:
+            if self.direct and not app.websocket_hooks:
+                kwargs = dict.fromkeys(self.names, ws)
+                if params:
+                    fill_path_params(ws.path_params, params, self.route.pattern.types,
+                                     self.plan, kwargs)
+                if opts.auto_accept:
+                    await ws.accept(_pick_subprotocol(ws, opts.subprotocols)
+                                    if opts.subprotocols else None)
+            else:
+                ctx, kwargs = await self._open(ws, params)
+            # The handler runs in this frame (no helper coroutine): an idle connection's
+            # memory is mostly the frames it waits in.
+            plan = self.plan
+            result = plan.func(**kwargs)
+            del kwargs
+            if plan.is_async_gen:
+                await _drive_generator(ws, result)
+            elif plan.is_coroutine or hasattr(result, "__await__"):
+                await result
+            del result
+            if ws.state is not WebSocketState.CLOSED:  # returned with the connection open
+                await ws.ensure_closed(1000)
+        except Rejected:
+            pass
+        except HTTPError as exc:
+            await _http_error(app, ws, exc)
+        except InvalidMessage as exc:
+            logger.info("closing WebSocket %s: %s", ws.path, exc)
+            await ws.ensure_closed(exc.close_code, _short(str(exc)))
+        except WebSocketDisconnect as exc:
+            if not is_caught(exc.code, ws.caught_close_codes):
+                raise
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                await _crashed(app, ws, exc)
+            raise
+        finally:
+            if ws.metrics is not None and ws.opened:
+                ws.metrics.open -= 1
+                ws.metrics.close_codes[ws.close_code if ws.close_code is not None
+                                       else 1006] += 1
+            hub = app._hub
+            if hub is not None and hub.knows(ws):
+                await hub.forget(ws)  # P1: a closed connection leaves all its topics
+            if ctx is not None or self.finishes:
+                await _finish(app, ws, ctx, opts, params)
+
+    async def _open(self, ws: WebSocket, params: dict[str, str]
+                    ) -> tuple[Context | None, dict[str, Any]]:
+        """Everything before the handler of a route that is not direct: checks,
+        parameters, hooks, on_connect, accept.
+
+        Returns the context only when something must be torn down later (request-scoped
+        providers), so an idle connection does not keep it.
+        """
+        app, opts, plan = self.app, self.opts, self.plan
         ctx = Context(app, ws.scope, websocket=ws, path_params=params)
-    try:
-        if opts.allowed_origins is not None or app.sessions is not None:
-            _prepare(app, ws, opts)
-        kwargs = dict.fromkeys(plan.names, ws) if ctx is None else await ctx.kwargs(plan)
-        if params:
-            fill_path_params(ws.path_params, params, route.pattern.types, plan, kwargs)
-        if ctx is not None:
+        try:
+            if opts.allowed_origins is not None or app.sessions is not None:
+                _prepare(app, ws, opts)
+            kwargs = await ctx.kwargs(plan)
+            if params:
+                fill_path_params(ws.path_params, params, self.route.pattern.types, plan,
+                                 kwargs)
             for hook in app.websocket_hooks:
                 await call_plan(app.plan_for_callable(hook), ctx)
             if opts.on_connect is not None:
                 await _on_connect(app, ws, ctx, opts.on_connect)
-        if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
-            await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
-    except BaseException:
-        if ctx is not None:
+            if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
+                await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
+        except BaseException:
             await ctx.aclose()
-        raise
-    return (ctx if ctx is not None and ctx.stack is not None else None), plan, kwargs
+            raise
+        return (ctx if ctx.stack is not None else None), kwargs
 
 
 def _prepare(app: App, ws: WebSocket, opts: Any) -> None:

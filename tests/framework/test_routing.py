@@ -911,3 +911,68 @@ def test_R1_legato_serves_a_websocket_route_without_the_apps_own_frame_but_honou
             ws.send_text("hi")
             assert ws.receive_text() == "hi"
         assert [c for c in calls if "websocket" in c] == expected
+
+
+def test_R1_websocket_routes_match_in_the_order_added_static_or_not(
+        connect: Callable[[Any], Any]) -> None:
+    """A static path is found by one lookup (every connection starts with one), which must
+    give what trying the routes in order gives: a parameter route added earlier wins for
+    a static path it also matches, the first of two identical routes wins, and a route
+    wins over a mount at the same path; a route added after the first connection counts."""
+    app = App()
+
+    def add(path: str, tag: str) -> None:
+        async def handler(ws: legato.WebSocket) -> None:
+            await ws.accept()
+            await ws.send_json([tag, dict(ws.path_params)])
+        app.websocket(path)(handler)
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": '["mount", {}]'})
+        await send({"type": "websocket.close", "code": 1000})
+
+    add("/a", "first /a")
+    add("/a", "second /a")
+    add("/{name}", "param")
+    add("/b", "static /b after /{name}")
+    add("/m/x", "route /m/x")
+    app.mount("/m", mounted)
+    client = connect(app)
+
+    def served(path: str) -> Any:
+        with client.websocket_connect(path) as ws:
+            return ws.receive_json()
+
+    assert served("/a") == ["first /a", {}]
+    assert served("/b") == ["param", {"name": "b"}]
+    assert served("/m/x") == ["route /m/x", {}]
+    assert served("/m/y") == ["mount", {}]
+    add("/c", "added later")  # after connections were served
+    assert served("/c") == ["param", {"name": "c"}]
+    add("/d/e", "added later, static")
+    assert served("/d/e") == ["added later, static", {}]
+
+
+def test_R10_a_provider_registered_after_the_first_connection_is_injected_on_the_next(
+        connect: Callable[[Any], Any]) -> None:
+    """A WebSocket route is prepared for serving on its first connection; registering a
+    provider afterwards makes the next connections resolve it (not a query parameter)."""
+    app = App()
+
+    @app.websocket("/ws")
+    async def handler(ws: legato.WebSocket, greeting: str = "query default") -> None:
+        await ws.accept()
+        await ws.send_text(greeting)
+
+    client = connect(app)
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "query default"
+
+    @app.provider(name="greeting")
+    def make_greeting() -> str:
+        return "from the provider"
+
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "from the provider"
