@@ -151,9 +151,10 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.mounts: list[Mount] = []
-        # Static WebSocket routes by exact path, for a lookup without trying each
-        # pattern in turn (every connection starts with one); see _index_static.
-        self._ws_static: dict[str, Route] = {}
+        #: Static WebSocket routes by exact path, for a lookup without trying each
+        #: pattern in turn (every connection starts with one); read-only, see
+        #: _index_static. A path not in it: ask :meth:`match_websocket`.
+        self.websocket_paths: dict[str, Route] = {}
 
     def add(self, route: Route) -> Route:
         self.routes.append(route)
@@ -174,12 +175,7 @@ class Router:
                     r.pattern.match(path) is not None for r in earlier):
                 index[path] = route
             earlier.append(route)
-        self._ws_static = index
-
-    def static_websocket(self, path: str) -> Route | None:
-        """The WebSocket route for ``path`` when it is a static one (no parameters), in
-        one dict lookup; None means "ask :meth:`match_websocket`"."""
-        return self._ws_static.get(path)
+        self.websocket_paths = index
 
     def mount(self, mount: Mount) -> Mount:
         self.mounts.append(mount)
@@ -203,7 +199,7 @@ class Router:
         return self._match_mount(path)
 
     def match_websocket(self, path: str) -> RouteMatch:
-        static = self._ws_static.get(path)
+        static = self.websocket_paths.get(path)
         if static is not None:
             return RouteMatch(static, {})
         for route in self.routes:

@@ -112,7 +112,7 @@ class WebSocket(HTTPConnection):
         "_receive", "_send", "state", "receive_type", "send_type", "caught_close_codes",
         "max_message_size", "subprotocol", "close_code", "close_reason", "client_closed",
         "opened", "_connect_seen", "_pending", "_reader_busy", "_waiters",
-        "_disconnect_seen", "accept_headers", "_extension", "_check_sizes", "__weakref__",
+        "_disconnect_seen", "accept_headers", "_check_sizes", "__weakref__",
         "metrics", "_session",
     )
 
@@ -152,11 +152,11 @@ class WebSocket(HTTPConnection):
         self.accept_headers: Callable[[], list[tuple[str, str]]] | None = None
         extensions = scope.get("extensions")
         extension = extensions.get("legato.websocket") if extensions else None
-        self._extension = extension is not None
-        #: legato's server session when the App runs on it: sends skip the ASGI layer.
+        #: legato's server session when the App runs on it (its "legato.websocket"
+        #: extension): sends skip the ASGI layer.
         self._session = extension.get("session") if extension else None
         # legato's server enforces max_message_size itself (told at accept).
-        self._check_sizes = max_message_size is not None and not self._extension
+        self._check_sizes = max_message_size is not None and self._session is None
         #: The route's counters when the App has metrics on (P7), else None.
         self.metrics: Any = None
 
@@ -217,7 +217,7 @@ class WebSocket(HTTPConnection):
                                  "headers": [(n.lower().encode("latin-1"),
                                               v.encode("latin-1")) for n, v in pairs]
                                  if pairs else []}
-        if self._extension and self.max_message_size is not None:
+        if self._session is not None and self.max_message_size is not None:
             event["legato.max_message_size"] = self.max_message_size
         await self._send(event)
 
@@ -300,11 +300,13 @@ class WebSocket(HTTPConnection):
         """The next ``websocket.receive`` event; ``WebSocketDisconnect`` at the end."""
         event: dict[str, Any]
         if self.state is OPEN and not self._pending and not self._reader_busy:
-            event = self._next_event()  # the common case, without a helper coroutine
-            if type(event) is not dict:
+            ready = self._next_event()  # the common case, without a helper coroutine
+            if type(ready) is dict:
+                event = ready
+            else:
                 self._reader_busy = True
                 try:
-                    event = await event
+                    event = await ready
                 finally:
                     self._reader_busy = False
         elif self.state is CONNECTING:
