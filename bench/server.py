@@ -50,7 +50,8 @@ message cost is about the generator's own (both mostly syscalls); the Python ser
 the generator 10-75% idle. Noise: the CPU time of every other process on both CPUs over
 the window (/proc/stat user+system minus server and generator) is reported; a run above
 --max-noise cores is retried (--retries). A second table gives legato/aiohttp within each
-round, which cancels slow drift of the machine's speed between rounds.
+round, which cancels slow drift of the machine's speed between rounds. What legato's App
+costs over the bare server is measured more precisely by bench/paired.py (both at once).
 
 Ratios: the server's figure / uvicorn+starlette's, so > 1 is better; for memory and
 latency it is uvicorn+starlette's / the server's (less is better there), so > 1 is
