@@ -357,16 +357,15 @@ class App:
         """The coroutine serving a WebSocket connection on one of this App's routes, or
         None when no route matches (a mount's, or 404)."""
         path = scope["path"] if not scope.get("root_path") else route_path(scope)
+        # A static path (the common case): one dict lookup, no RouteMatch.
         route = self.router.websocket_paths.get(path)
+        params: dict[str, str] = {}
         if route is None:
             match = self.router.match_websocket(path)
             if match.route is None:
                 return None
-            return self.websocket_endpoint(match.route).serve(scope, receive, send,
-                                                              match.params)
-        # A static path (the common case): one dict lookup, no RouteMatch.
-        endpoint = self._endpoints.get(route) or self.websocket_endpoint(route)
-        return endpoint.serve(scope, receive, send, {})
+            route, params = match.route, match.params
+        return self.websocket_endpoint(route).serve(scope, receive, send, params)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         from .requests import Request  # noqa: PLC0415

@@ -151,9 +151,9 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.mounts: list[Mount] = []
-        #: Static WebSocket routes by exact path, for a lookup without trying each
-        #: pattern in turn (every connection starts with one); read-only, see
-        #: _index_static. A path not in it: ask :meth:`match_websocket`.
+        #: Static WebSocket routes by exact path: what :meth:`match_websocket` finds
+        #: for them, in one lookup (the App's dispatch tries it first on every
+        #: connection); read-only, see _index_static.
         self.websocket_paths: dict[str, Route] = {}
 
     def add(self, route: Route) -> Route:
@@ -199,9 +199,6 @@ class Router:
         return self._match_mount(path)
 
     def match_websocket(self, path: str) -> RouteMatch:
-        static = self.websocket_paths.get(path)
-        if static is not None:
-            return RouteMatch(static, {})
         for route in self.routes:
             if route.websocket:
                 params = route.pattern.match(path)

@@ -26,7 +26,6 @@ from typing import Any
 
 from . import jsoncodec
 from .exceptions import InvalidMessage, WebSocketDisconnect
-from .datastructures import Headers, QueryParams
 from .protocol.close import check_send_code
 from .scope import HTTPConnection
 from .typed import dump_value, validator_for
@@ -120,11 +119,7 @@ class WebSocket(HTTPConnection):
                  send: Callable[[dict[str, Any]], Any], receive_type: Any = None,
                  send_type: Any = None, caught_close_codes: Sequence[int] | str = (1000, 1001),
                  max_message_size: int | None = None) -> None:
-        # HTTPConnection's fields, set here: one call less on every connection.
-        self.scope = scope
-        self._headers: Headers | None = None
-        self._query: QueryParams | None = None
-        self._cookies: dict[str, str] | None = None
+        super().__init__(scope)
         self._receive = receive
         self._send = send
         self.state = CONNECTING
@@ -543,8 +538,7 @@ class WebSocket(HTTPConnection):
             self.close_code = code
             self.close_reason = reason
             self.client_closed = peer
-        if self._waiters is not None:
-            self._wake()
+        self._wake()
 
     async def wait_closed(self) -> int:
         """Wait until the connection ends; return its close code (W16).

@@ -45,14 +45,13 @@ class WebSocketEndpoint:
     to check, resolve or call before the handler, so no context is made.
     """
 
-    __slots__ = ("app", "route", "opts", "plan", "names", "direct", "finishes", "metrics")
+    __slots__ = ("app", "route", "opts", "plan", "direct", "finishes", "metrics")
 
     def __init__(self, app: App, route: Route) -> None:
         self.app = app
         self.route = route
         self.opts = opts = app.websocket_settings(route)
         self.plan = plan = app.plan_for(route)
-        self.names = plan.names
         self.direct = (plan.only_websocket and opts.on_connect is None
                        and opts.allowed_origins is None and app.sessions is None)
         #: Lifecycle callbacks to run at the end (request-scoped providers aside).
@@ -70,19 +69,18 @@ class WebSocketEndpoint:
         ws.metrics = self.metrics
         ctx: Context | None = None
         try:
+            plan = self.plan
             if self.direct and not app.websocket_hooks:
-                kwargs = dict.fromkeys(self.names, ws)
+                kwargs = dict.fromkeys(plan.names, ws)
                 if params:
                     fill_path_params(ws.path_params, params, self.route.pattern.types,
-                                     self.plan, kwargs)
-                if opts.auto_accept:
-                    await ws.accept(_pick_subprotocol(ws, opts.subprotocols)
-                                    if opts.subprotocols else None)
+                                     plan, kwargs)
             else:
                 ctx, kwargs = await self._open(ws, params)
+            if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
+                await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
             # The handler runs in this frame (no helper coroutine): an idle connection's
             # memory is mostly the frames it waits in.
-            plan = self.plan
             result = plan.func(**kwargs)
             del kwargs
             if plan.is_async_gen:
@@ -90,8 +88,7 @@ class WebSocketEndpoint:
             elif plan.is_coroutine or hasattr(result, "__await__"):
                 await result
             del result
-            if ws.state is not WebSocketState.CLOSED:  # returned with the connection open
-                await ws.ensure_closed(1000)
+            await ws.ensure_closed(1000)
         except Rejected:
             pass
         except HTTPError as exc:
@@ -119,11 +116,11 @@ class WebSocketEndpoint:
 
     async def _open(self, ws: WebSocket, params: dict[str, str]
                     ) -> tuple[Context | None, dict[str, Any]]:
-        """Everything before the handler of a route that is not direct: checks,
-        parameters, hooks, on_connect, accept.
+        """What a route that is not direct does before accept: checks, parameters
+        (providers included), hooks, on_connect.
 
         Returns the context only when something must be torn down later (request-scoped
-        providers), so an idle connection does not keep it.
+        providers), so an idle connection does not keep it; serve() tears it down.
         """
         app, opts, plan = self.app, self.opts, self.plan
         ctx = Context(app, ws.scope, websocket=ws, path_params=params)
@@ -138,8 +135,6 @@ class WebSocketEndpoint:
                 await call_plan(app.plan_for_callable(hook), ctx)
             if opts.on_connect is not None:
                 await _on_connect(app, ws, ctx, opts.on_connect)
-            if opts.auto_accept and ws.state is WebSocketState.CONNECTING:
-                await ws.accept(_pick_subprotocol(ws, opts.subprotocols))
         except BaseException:
             await ctx.aclose()
             raise
