@@ -51,7 +51,7 @@ class App:
                  docs: bool = False, title: str = "legato app", version: str = "1.0.0",
                  max_body_size: int | None = _MiB, max_message_size: int | None = _MiB,
                  ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
-                 allowed_origins: Sequence[str] | None = None,
+                 allowed_origins: Sequence[str] | str | None = None,
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
                  hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
                  hub_policy: str = "drop_oldest", hub_buffer: int = 256,
@@ -65,7 +65,7 @@ class App:
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
-        self.allowed_origins = list(allowed_origins) if allowed_origins is not None else None
+        self.allowed_origins = _origin_list(allowed_origins)
         self.caught_close_codes = caught_close_codes
         self.hub_url = hub
         self._hub_options: dict[str, Any] = {"envelope": hub_envelope, "history": hub_history,
@@ -165,6 +165,8 @@ class App:
                     and not is_model_type(kind) and not _is_typing_form(kind):
                 raise ValueError(f"{key} must be 'text', 'bytes', 'json' or a model type, "
                                  f"not {kind!r}")
+        if "allowed_origins" in options:
+            options["allowed_origins"] = _origin_list(options["allowed_origins"])
         known = {f.name for f in dataclasses.fields(WebSocketOptions)}
         unknown = set(options) - known
         if unknown:
@@ -548,6 +550,13 @@ def _declares_websocket(func: Callable[..., Any]) -> bool:
         if isinstance(ann, type) and issubclass(ann, WebSocket):
             return True
     return False
+
+
+def _origin_list(origins: Sequence[str] | str | None) -> list[str] | None:
+    """``allowed_origins`` as a list: ``"*"`` (any Origin, the check off) is ``["*"]``."""
+    if origins is None:
+        return None
+    return [origins] if isinstance(origins, str) else list(origins)
 
 
 def _is_typing_form(tp: Any) -> bool:

@@ -39,8 +39,9 @@ logger = logging.getLogger("legato.websocket")
 #: far more expensive than a message).
 _VALIDATORS: dict[Any, Callable[[Any], Any]] = {}
 
-#: Messages wait_closed() keeps for a handler that has not read them yet; beyond this it
-#: stops reading, so the server's receive queue pushes back on the peer (TCP).
+#: Messages wait_closed() keeps for a handler that has not read them yet. Beyond this it
+#: discards what arrives (logged once) and goes on reading: a handler waiting for the end
+#: must see the peer's Close, which TCP delivers only after every message sent before it.
 _MAX_PENDING = 256
 
 
@@ -543,13 +544,16 @@ class WebSocket(HTTPConnection):
     async def wait_closed(self) -> int:
         """Wait until the connection ends; return its close code (W16).
 
-        Works for handlers that never receive: messages read meanwhile are kept (up to
-        256) for later ``receive()`` calls.
+        Works for handlers that never receive: the first 256 messages read meanwhile are
+        kept for later ``receive()`` calls; later ones are discarded (logged once), so
+        unread messages never keep the connection, or the handler, alive past the peer's
+        Close.
         """
+        discarded = 0
         while self.state is not CLOSED:
             if self.state is CONNECTING:
                 raise RuntimeError("wait_closed() before accept()")
-            if self._reader_busy or len(self._pending) >= _MAX_PENDING:
+            if self._reader_busy:
                 await self._wait()
                 continue
             self._reader_busy = True
@@ -557,6 +561,12 @@ class WebSocket(HTTPConnection):
                 event = await self._receive()
             finally:
                 self._reader_busy = False
+            if event["type"] == "websocket.receive" and len(self._pending) >= _MAX_PENDING:
+                if not discarded:
+                    logger.info("WebSocket %s: wait_closed() discards messages beyond the "
+                                "%d unread it keeps", self.path, _MAX_PENDING)
+                discarded += 1
+                continue
             self._pending.append(event)
             if event["type"] == "websocket.disconnect":
                 self._ended(event.get("code", 1005), event.get("reason") or "", peer=True)

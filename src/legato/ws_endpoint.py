@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
+from .origins import refused_cross_site
 from .params import fill_path_params
 from .providers import Context, call_plan
 from .routing import Route
@@ -45,15 +46,20 @@ class WebSocketEndpoint:
     to check, resolve or call before the handler, so no context is made.
     """
 
-    __slots__ = ("app", "route", "opts", "plan", "direct", "finishes", "metrics")
+    __slots__ = ("app", "route", "opts", "plan", "direct", "finishes", "metrics",
+                 "same_site")
 
     def __init__(self, app: App, route: Route) -> None:
         self.app = app
         self.route = route
         self.opts = opts = app.websocket_settings(route)
         self.plan = plan = app.plan_for(route)
+        origins = opts.allowed_origins
+        #: W15: without ``allowed_origins``, a cross-site handshake that carries
+        #: credentials is refused (``["*"]`` switches the check off).
+        self.same_site = origins is None
         self.direct = (plan.only_websocket and opts.on_connect is None
-                       and opts.allowed_origins is None and app.sessions is None)
+                       and (origins is None or "*" in origins) and app.sessions is None)
         #: Lifecycle callbacks to run at the end (request-scoped providers aside).
         self.finishes = opts.on_close is not None or opts.on_disconnect is not None
         #: The route's counters when the App has metrics on (P7).
@@ -70,6 +76,8 @@ class WebSocketEndpoint:
         ctx: Context | None = None
         try:
             plan = self.plan
+            if self.same_site and refused_cross_site(scope, app.sessions is not None):
+                raise HTTPError(403, "cross-site WebSocket handshake refused")
             if self.direct and not app.websocket_hooks:
                 kwargs = dict.fromkeys(plan.names, ws)
                 if params:
@@ -142,9 +150,10 @@ class WebSocketEndpoint:
 
 
 def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
-    if opts.allowed_origins is not None:
+    origins = opts.allowed_origins
+    if origins is not None and "*" not in origins:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in opts.allowed_origins:
+        if origin is not None and origin not in origins:
             # RFC 6455 §10.2: refuse cross-site WebSocket hijacking with 403.
             raise HTTPError(403, "origin not allowed")
     app.load_session(ws.scope)

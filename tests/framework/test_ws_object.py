@@ -1226,6 +1226,98 @@ def test_W15_allowed_origins_deny_a_foreign_origin_with_403(connect):
         assert s.receive_text() == "welcome too"
 
 
+def own_origin(client: Any) -> str:
+    """The Origin of a page served by the same server as ``client`` talks to."""
+    port = getattr(client, "port", None)
+    return f"http://127.0.0.1:{port}" if port is not None else "http://testserver"
+
+
+def assert_denied_403(client: Any, path: str, headers: dict[str, str]) -> None:
+    with pytest.raises(WebSocketDenied) as info:
+        with client.websocket_connect(path, headers=headers):
+            pass
+    assert info.value.status_code == 403
+
+
+def test_W15_a_cross_site_handshake_with_cookies_is_refused_by_default(connect):
+    # Cross-site WebSocket hijacking: a browser sends the user's cookies whichever page
+    # opens the socket; without allowed_origins legato refuses a foreign Origin then.
+    app = App()
+
+    @app.websocket("/ws")
+    async def direct(ws: WebSocket) -> None:
+        await ws.send_text("welcome")
+
+    @app.websocket("/with-context")
+    async def with_context(ws: WebSocket, room: str = "lobby") -> None:
+        await ws.send_text(room)
+
+    client = connect(app)
+    for path in ("/ws", "/with-context"):
+        assert_denied_403(client, path, {"Origin": "https://evil.example", "Cookie": "id=1"})
+        assert_denied_403(client, path, {"Origin": "null", "Cookie": "id=1"})
+        with client.websocket_connect(path, headers={"Origin": own_origin(client),
+                                                     "Cookie": "id=1"}) as s:
+            assert s.receive_text() in ("welcome", "lobby")
+        # No cookie: nothing of the user's to abuse; no Origin: not a browser.
+        with client.websocket_connect(path, headers={"Origin": "https://evil.example"}) as s:
+            assert s.receive_text() in ("welcome", "lobby")
+        with client.websocket_connect(path, headers={"Cookie": "id=1"}) as s:
+            assert s.receive_text() in ("welcome", "lobby")
+
+
+def test_W15_with_sessions_any_cross_site_handshake_is_refused(connect):
+    app = App(secret_key="s3cret")
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.send_text("welcome")
+
+    client = connect(app)
+    assert_denied_403(client, "/ws", {"Origin": "https://evil.example"})
+    with client.websocket_connect("/ws", headers={"Origin": own_origin(client)}) as s:
+        assert s.receive_text() == "welcome"
+
+
+def test_W15_allowed_origins_star_switches_the_cross_site_check_off(connect):
+    app = App(allowed_origins="*")
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.send_text("welcome")
+
+    @app.websocket("/strict", allowed_origins=["https://app.example"])
+    async def strict(ws: WebSocket) -> None:
+        await ws.send_text("strict")
+
+    client = connect(app)
+    with client.websocket_connect("/ws", headers={"Origin": "https://evil.example",
+                                                  "Cookie": "id=1"}) as s:
+        assert s.receive_text() == "welcome"
+    assert_denied_403(client, "/strict", {"Origin": "https://evil.example"})
+
+
+@pytest.mark.parametrize(("origin", "host", "same"), [
+    ("http://example.com", "example.com", True),
+    ("https://example.com", "example.com", True),  # TLS ended by a proxy
+    ("http://example.com:8000", "example.com:8000", True),
+    ("http://EXAMPLE.com:8000", "example.com:8000", True),
+    ("https://example.com", "example.com:443", True),
+    ("http://example.com", "example.com:8000", False),
+    ("http://example.com:9000", "example.com:8000", False),
+    ("http://evil.example", "example.com", False),
+    ("http://example.com.evil.example", "example.com", False),
+    ("http://[::1]:8000", "[::1]:8000", True),
+    ("null", "example.com", False),
+    ("file://", "example.com", False),
+    ("http://example.com:notaport", "example.com", False),
+])
+def test_W15_same_origin_compares_host_and_port(origin: str, host: str, same: bool) -> None:
+    from legato.origins import same_origin
+
+    assert same_origin(origin, host, "ws") is same
+
+
 def test_W15_keepalive_defaults_are_twenty_seconds():
     app = App()
     assert (app.ping_interval, app.ping_timeout) == (20.0, 20.0)
@@ -1283,6 +1375,34 @@ def test_W16_wait_closed_returns_the_close_code_and_keeps_unread_messages(connec
         session.send_bytes(b"second")
         session.close(4004)
     assert probe.wait_for() == [(4004, ["first", b"second", 4004, "WebSocketDisconnect"])]
+
+
+def test_W16_unread_messages_never_keep_a_waiting_handler_past_the_peers_close(connect):
+    # A send-only handler in wait_closed(), a client that sends far more than the 256
+    # messages wait_closed() keeps, then closes: the handler returns with the peer's code
+    # (it does not hang behind unread messages), the first 256 stay readable, the rest
+    # are discarded.
+    app = App()
+    probe = Probe()
+
+    @app.websocket("/ws")
+    async def handler(ws: WebSocket) -> None:
+        await ws.send_text("ready")
+        code = await ws.wait_closed()
+        kept = []
+        try:
+            while True:
+                kept.append(await ws.receive_text())
+        except WebSocketDisconnect as exc:
+            probe.add((code, len(kept), kept[0], kept[-1], exc.code))
+
+    client = connect(app)
+    with client.websocket_connect("/ws") as session:
+        assert session.receive_text() == "ready"
+        for n in range(1000):
+            session.send_text(f"m{n}")
+        session.close(4001)
+    assert probe.wait_for() == [(4001, 256, "m0", "m255", 4001)]
 
 
 def test_W16_a_send_only_handler_learns_of_a_dead_peer_through_keepalive():
