@@ -32,6 +32,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _DEFAULT_CAUGHT = (1000, 1001)
 _MiB = 1024 * 1024
+_PING = 20.0
+
+#: App settings the built-in server has too: the server's name, the App's default
+#: (configure_server() merges them).
+_SERVER_SETTINGS: dict[str, tuple[str, Any]] = {
+    "max_message_size": ("ws_max_message_size", _MiB),
+    "ping_interval": ("ws_ping_interval", _PING),
+    "ping_timeout": ("ws_ping_timeout", _PING),
+    "max_body_size": ("max_body_size", _MiB),
+}
 
 
 class App:
@@ -50,7 +60,7 @@ class App:
                  session_max_age: int = 14 * 24 * 3600, https_only_session: bool = False,
                  docs: bool = False, title: str = "legato app", version: str = "1.0.0",
                  max_body_size: int | None = _MiB, max_message_size: int | None = _MiB,
-                 ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
+                 ping_interval: float | None = _PING, ping_timeout: float | None = _PING,
                  allowed_origins: Sequence[str] | str | None = None,
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
                  hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
@@ -283,7 +293,11 @@ class App:
                 max_message_size=o.max_message_size if o.max_message_size is not None
                 else self.max_message_size,
                 allowed_origins=o.allowed_origins if o.allowed_origins is not None
-                else self.allowed_origins)
+                else self.allowed_origins,
+                ping_interval=o.ping_interval if o.ping_interval is not None
+                else self.ping_interval,
+                ping_timeout=o.ping_timeout if o.ping_timeout is not None
+                else self.ping_timeout)
             self._settings[id(route)] = settings
         return settings
 
@@ -498,7 +512,6 @@ class App:
             self.debug = True
         server_config = ServerConfig(host=host, port=port, ssl_certfile=ssl_certfile,
                                      ssl_keyfile=ssl_keyfile, **config)
-        self.configure_server(server_config)
         if debug:
             server_config.log_level = "debug"
         configure_logging(server_config.log_level, server_config.access_log)
@@ -517,18 +530,33 @@ class App:
             loop.close()
 
     def configure_server(self, config: Any) -> None:
-        """Carry the App's settings into a built-in ServerConfig (R8, W15)."""
+        """Meet legato's built-in server (R8, W15). The server calls this itself, on
+        every entry point (``app.run()``, ``legato run``, ``--workers N``, TestClient).
+
+        For each setting both have: one the App changed from its default holds, and the
+        server is told; one the App left at its default takes the server's value (a
+        ``legato run --ws-ping-interval 5`` flag), so the App and the server agree. A
+        flag that an App setting overrides is logged as a warning. Route settings are
+        told to the server per connection, at accept.
+        """
+        from .server.config import ServerConfig  # noqa: PLC0415
+
         if not self.websocket_enabled:
             config.ws = False
-        sizes = [self.max_message_size] + [
-            self.websocket_settings(r).max_message_size for r in self.router.websocket_routes()]
-        config.ws_max_message_size = None if None in sizes else max(
-            s for s in sizes if s is not None)
-        config.ws_ping_interval = self.ping_interval
-        config.ws_ping_timeout = self.ping_timeout
-        if self.max_body_size is None or (config.max_body_size is not None
-                                          and self.max_body_size > config.max_body_size):
-            config.max_body_size = self.max_body_size
+        server_defaults = ServerConfig()
+        for attribute, (name, default) in _SERVER_SETTINGS.items():
+            mine, theirs = getattr(self, attribute), getattr(config, name)
+            flagged = theirs != getattr(server_defaults, name)
+            if mine == default and flagged:
+                setattr(self, attribute, theirs)
+                continue
+            if flagged and theirs != mine:
+                logger.warning("App(%s=%r) overrides the server's %s=%r", attribute, mine,
+                               name, theirs)
+            setattr(config, name, mine)
+        # Routes made ready before now took the App's old defaults.
+        self._settings.clear()
+        self._endpoints.clear()
 
     def _import_target(self) -> str:
         """``module:attribute`` naming this App, for worker processes to import."""

@@ -47,7 +47,7 @@ class WebSocketEndpoint:
     """
 
     __slots__ = ("app", "route", "opts", "plan", "direct", "finishes", "metrics",
-                 "same_site")
+                 "same_site", "keepalive")
 
     def __init__(self, app: App, route: Route) -> None:
         self.app = app
@@ -62,6 +62,11 @@ class WebSocketEndpoint:
                        and (origins is None or "*" in origins) and app.sessions is None)
         #: Lifecycle callbacks to run at the end (request-scoped providers aside).
         self.finishes = opts.on_close is not None or opts.on_disconnect is not None
+        #: The route's own keepalive (interval, timeout), told to legato's server per
+        #: connection; None: the App's, which the server has already (configure_server).
+        own = route.options
+        self.keepalive = (opts.ping_interval, opts.ping_timeout) if (
+            own.ping_interval is not None or own.ping_timeout is not None) else None
         #: The route's counters when the App has metrics on (P7).
         self.metrics = app.metrics.route(route.path) if app.metrics is not None else None
 
@@ -73,6 +78,8 @@ class WebSocketEndpoint:
         ws = WebSocket(scope, receive, send, opts.receive_type, opts.send_type,
                        opts.caught_close_codes, opts.max_message_size)
         ws.metrics = self.metrics
+        if self.keepalive is not None and ws._session is not None:
+            ws._session.keepalive = self.keepalive
         ctx: Context | None = None
         try:
             plan = self.plan

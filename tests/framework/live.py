@@ -29,10 +29,7 @@ MODES = ["testclient", "legato", "uvicorn"]
 
 @contextmanager
 def serve_legato(app: Any) -> Iterator[int]:
-    config = ServerConfig(port=0)
-    if hasattr(app, "configure_server"):
-        app.configure_server(config)
-    server = Server(app, config)
+    server = Server(app, ServerConfig(port=0))  # the server takes the App's settings
     loop = asyncio.new_event_loop()
     started = threading.Event()
 

@@ -304,19 +304,29 @@ def legato_run(cwd: Path, target: str, *options: str, scheme: str = "http",
                ready_timeout: float = 20.0) -> Iterator[LegatoProcess]:
     """Run ``python -m legato run target --port P *options`` in ``cwd`` until it accepts
     connections; on the way out stop it and every process it started, by PID."""
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "legato", "run", target, "--port", str(port), *options]
+
+    with serving_process(cwd, command, scheme=scheme, ready_timeout=ready_timeout) as running:
+        yield running
+
+
+@contextmanager
+def serving_process(cwd: Path, command: Callable[[int], list[str]], *, scheme: str = "http",
+                    ready_timeout: float = 20.0) -> Iterator[LegatoProcess]:
+    """Run ``command(port)`` (a server listening on 127.0.0.1:port) in ``cwd`` until it
+    accepts connections; on the way out stop it and every process it started, by PID."""
     port = free_port()
-    log_path = cwd / f"legato-{port}.log"
+    log_path = cwd / f"server-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "legato", "run", target, "--port", str(port), *options],
-            cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command(port), cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     running = LegatoProcess(proc, port, log_path, scheme)
     descendants: set[int] = set()
     try:
         deadline = time.monotonic() + ready_timeout
         while not port_is_open(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"legato did not start:\n{running.output()}")
+                raise RuntimeError(f"the server did not start:\n{running.output()}")
             time.sleep(0.05)
         descendants.update(child_pids(proc.pid))
         yield running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from email.utils import formatdate
@@ -29,12 +30,27 @@ def escape_log(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def settings_for(app: ASGIApp, config: ServerConfig) -> ServerConfig:
+    """The server's settings for ``app``: a copy of ``config`` that the app may adjust.
+
+    An app with a ``configure_server(config)`` method (a legato App) meets the server
+    here, whatever started it (``app.run()``, ``legato run``, a worker of ``--workers N``,
+    the TestClient): its WebSocket and body limits hold on every entry point (W15).
+    """
+    configure = getattr(app, "configure_server", None)
+    if configure is None:
+        return config
+    config = dataclasses.replace(config)
+    configure(config)
+    return config
+
+
 class ServerState:
     """Configuration, the app, and the set of live connections of one server."""
 
     def __init__(self, config: ServerConfig, app: ASGIApp,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.config = config
+        self.config = config = settings_for(app, config)
         self.app = app
         #: ``app.websocket_call`` when the app offers it (a legato App): called instead
         #: of the app for WebSocket scopes, it returns the coroutine that serves the

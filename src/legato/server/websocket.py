@@ -56,7 +56,7 @@ class WebSocketSession:
         "http", "loop", "config", "phase", "conn", "offer", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
-        "_denial_body", "on_writable", "on_closing", "on_paused",
+        "_denial_body", "on_writable", "on_closing", "on_paused", "keepalive",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -86,6 +86,9 @@ class WebSocketSession:
         self.on_closing: Any = None
         #: Called when the transport's buffer goes above its high-water mark.
         self.on_paused: Any = None
+        #: (ping_interval, ping_timeout) of this connection when its route has its own
+        #: (legato's App sets it before accept); None: the server's.
+        self.keepalive: tuple[float | None, float | None] | None = None
         http.pause_reading()  # nothing to read until the app accepts
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
@@ -431,7 +434,8 @@ class WebSocketSession:
             self._send_close(1001, "server shutting down")
 
     def _schedule_ping(self) -> None:
-        interval = self.config.ws_ping_interval
+        keepalive = self.keepalive
+        interval = keepalive[0] if keepalive is not None else self.config.ws_ping_interval
         if interval:
             self._ping_timer = self.loop.call_later(interval, self._send_ping)
 
@@ -443,7 +447,8 @@ class WebSocketSession:
         self._ping_payload = os.urandom(4)
         conn.send_ping(self._ping_payload)
         self.http.write(conn.data_to_send())
-        timeout = self.config.ws_ping_timeout
+        keepalive = self.keepalive
+        timeout = keepalive[1] if keepalive is not None else self.config.ws_ping_timeout
         if timeout:
             self._pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..server.config import ServerConfig
 from ..server.http import HttpProtocol
 from ..server.lifespan import Lifespan
-from ..server.state import ASGIApp, ServerState
+from ..server.state import ASGIApp, ServerState, settings_for
 from ..server.websocket import ClientDisconnected
 from .transport import ClientEnd, MemoryTransport
 
@@ -92,7 +92,9 @@ class MemoryServer:
         self.loop = loop
         self.raise_app_errors = raise_app_errors
         self.app = RecordingApp(app)
-        self.state = ServerState(config, self.app, loop)
+        # The App's settings meet the server's as on a real server (W15), though the
+        # recording wrapper stands in for the App below.
+        self.state = ServerState(settings_for(app, config), self.app, loop)
         self.lifespan: Lifespan | None = None
         self._ports = itertools.count()
         self._tls: ssl.SSLContext | None = None
