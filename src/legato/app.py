@@ -81,6 +81,8 @@ class App:
         self._hub_options: dict[str, Any] = {"envelope": hub_envelope, "history": hub_history,
                              "policy": hub_policy, "buffer": hub_buffer}
         self._hub: Any = None
+        #: Set when legato's server took the App's settings (configure_server).
+        self._on_legato_server = False
         self.router = Router()
         self.providers = Providers()
         self.http_hooks: list[Callable[..., Any]] = []
@@ -465,6 +467,11 @@ class App:
 
     async def startup(self) -> None:
         """Startup hooks, then app-scoped providers (H5, R10)."""
+        if not self._on_legato_server and (self.ping_interval, self.ping_timeout) != (
+                _PING, _PING):
+            logger.warning("ping_interval/ping_timeout are enforced by legato's server; "
+                           "this server keeps its own keepalive settings (uvicorn: "
+                           "--ws-ping-interval, --ws-ping-timeout)")
         ctx = Context(self, {"type": "lifespan", "app": self})
         await self.hub.start()  # first: startup hooks may publish
         for hook in self.startup_hooks:
@@ -541,6 +548,7 @@ class App:
         """
         from .server.config import ServerConfig  # noqa: PLC0415
 
+        self._on_legato_server = True
         if not self.websocket_enabled:
             config.ws = False
         server_defaults = ServerConfig()

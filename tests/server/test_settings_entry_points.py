@@ -314,3 +314,11 @@ def test_W15_a_server_flag_that_the_app_overrides_is_logged(app_dir: Path) -> No
         assert opcodes[:1] == [0x9]
         assert "App(ping_interval=0.4) overrides the server's ws_ping_interval=5.0" in \
             process.output()
+
+
+def test_W15_under_another_asgi_server_app_keepalive_is_said_to_be_the_servers(
+        app_dir: Path) -> None:
+    with serving_process(app_dir, command("uvicorn")) as process:
+        assert SocketClient(process.port).post("/upload", b"x") == 200
+        assert "ping_interval/ping_timeout are enforced by legato's server" in \
+            process.output()
