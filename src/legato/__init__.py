@@ -13,6 +13,7 @@ from .datastructures import URL, Address, FormData, Headers, QueryParams, Upload
 from .exceptions import (
     BadRequest,
     Forbidden,
+    HistoryGap,
     HTTPError,
     InternalServerError,
     InvalidHandshake,
@@ -82,7 +83,7 @@ __all__ = [
     "MethodNotAllowed", "PayloadTooLarge", "UnprocessableEntity", "TooManyRequests",
     "InternalServerError", "ServiceUnavailable",
     "WebSocketDisconnect", "WebSocketClientClosed", "WebSocketDenied", "InvalidMessage",
-    "LegatoError", "LocalProtocolError", "RemoteProtocolError", "InvalidHandshake",
+    "HistoryGap", "LegatoError", "LocalProtocolError", "RemoteProtocolError", "InvalidHandshake",
     "__version__",
 ]
 

@@ -36,6 +36,8 @@ WebSocket frames, ``status_code`` for the opening handshake.
     └── WebSocketDenied             TestClient: the handshake was refused; .status_code
     InvalidMessage                  a message is not the JSON/model expected (1007);
                                     also a ValueError
+    HistoryGap                      hub: a resume's since= reaches further back than the
+                                    kept history (subscribe(..., on_gap="raise")); .gap
 
 Peer input never escapes the protocol engine as an exception: the engine catches its own
 ``RemoteProtocolError``, fails the connection with ``close_code`` and reports a close
@@ -44,6 +46,11 @@ turns into an HTTP response and a client into a failed connection.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hub.backend import Gap
 
 __all__ = [
     "LegatoError",
@@ -75,6 +82,7 @@ __all__ = [
     "WebSocketClientClosed",
     "WebSocketDenied",
     "InvalidMessage",
+    "HistoryGap",
 ]
 
 
@@ -316,3 +324,18 @@ class InvalidMessage(LegatoError, ValueError):
         self.errors = errors or []
         if close_code is not None:
             self.close_code = close_code
+
+
+class HistoryGap(LegatoError):
+    """A client resumed with ``since=`` and the topic's kept history cannot give it all
+    it missed (P5): raised by ``hub.subscribe(..., on_gap="raise")`` before anything is
+    delivered, so the handler can tell the client (or resubscribe from ``since="0"``).
+
+    ``gap`` says what is known (``legato.hub.Gap``: ``topic``, ``since``, ``reason``
+    "trimmed", "lost" or "future", ``first_kept``). The connection is not subscribed.
+    """
+
+    def __init__(self, gap: Gap) -> None:
+        super().__init__(f"history of {gap.topic!r} does not reach back to since="
+                         f"{gap.since!r} ({gap.reason}): messages may be missing")
+        self.gap = gap

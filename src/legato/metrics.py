@@ -99,7 +99,8 @@ def render(app: App) -> str:
                 ("max_queue_depth", "gauge", "deepest subscriber buffer"),
                 ("backend_reconnects", "counter", "reconnections to the hub broker"),
                 ("backend_outages", "counter", "times the hub broker became unreachable"),
-                ("gaps", "counter", "reconnections that could not refill missed messages"),
+                ("gaps", "counter", "times missed messages could not be refilled (a "
+                 "reconnection) or replayed (a since= older than the history)"),
                 ("published_locally", "counter",
                  "messages delivered in this process only (broker unreachable)")):
             suffix = "_total" if kind == "counter" else ""

@@ -30,16 +30,20 @@ from urllib.parse import parse_qsl
 from uuid import uuid4
 
 from .. import jsoncodec
-from ..exceptions import HTTPError
+from ..exceptions import HistoryGap, HTTPError
 from ..server.direct import send_all
 from ..typed import dump_value
-from .backend import Backend, HubUnavailable, LocalIds, MemoryBackend, id_key
+from .backend import Backend, Gap, HubUnavailable, LocalIds, MemoryBackend, id_key
 from .outbox import POLICIES, Delivery, Outbox
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
 
-__all__ = ["Hub", "HubUnavailable", "Subscription", "TopicSettings", "backend_for"]
+__all__ = ["Gap", "HistoryGap", "Hub", "HubUnavailable", "Subscription", "TopicSettings",
+           "backend_for"]
+
+#: What ``subscribe(..., on_gap=)`` does when a resume's history has a gap (P5).
+ON_GAP = ("flag", "raise")
 
 logger = logging.getLogger("legato.hub")
 
@@ -83,15 +87,21 @@ def backend_for(url: str) -> Backend:
 
 class Subscription:
     """``await hub.subscribe(...)`` stays subscribed until the connection ends;
-    ``async with hub.subscribe(...)`` leaves on exit."""
+    ``async with hub.subscribe(...)`` leaves on exit.
+
+    ``gap``: None, or once subscribed with a ``since=`` that the kept history no longer
+    reaches back to, a :class:`Gap` (P5): tell the client that it missed messages.
+    """
 
     def __init__(self, hub: Hub, ws: WebSocket, topic: str, since: str | None,
-                 presence: Any) -> None:
+                 presence: Any, on_gap: str = "flag") -> None:
         self.hub = hub
         self.ws = ws
         self.topic = topic
         self.since = since
         self.presence = presence
+        self.on_gap = on_gap
+        self.gap: Gap | None = None
 
     def __await__(self) -> Generator[Any, None, Subscription]:
         yield from self.hub._subscribe(self).__await__()
@@ -287,14 +297,21 @@ class Hub:
     # ------------------------------------------------------------- subscriptions
 
     def subscribe(self, ws: WebSocket, topic: str, since: str | None = None, *,
-                  presence: Any = None) -> Subscription:
+                  presence: Any = None, on_gap: str = "flag") -> Subscription:
         """Subscribe ``ws`` to ``topic`` (await it, or use it with ``async with``).
 
         ``since``: the id of the last message the client saw; what it missed is sent
-        first, in order, then live messages (P5; needs the topic's ``history``).
+        first, in order, then live messages (P5; needs the topic's ``history``). When
+        the kept history no longer reaches back to ``since``, what is kept is sent and
+        ``subscription.gap`` says so (``on_gap="flag"``), or, with ``on_gap="raise"``,
+        nothing is sent and :class:`HistoryGap` is raised (not subscribed). Either way
+        it is counted (``stats()["gaps"]``) and kept in ``events``. A ``since`` that is
+        not an id: ``HTTPError(400)`` (before accept: a 400; after: close 1008).
         ``presence``: what ``presence(topic)`` shows for this connection (P6).
         """
-        return Subscription(self, ws, topic, since, presence)
+        if on_gap not in ON_GAP:
+            raise ValueError(f"on_gap must be one of {ON_GAP}, not {on_gap!r}")
+        return Subscription(self, ws, topic, since, presence, on_gap)
 
     def _outbox(self, ws: WebSocket, topic: str) -> Outbox:
         outbox = self._outboxes.get(ws)
@@ -336,6 +353,7 @@ class Hub:
             await self.backend.join(topic, member, sub.presence)
 
     async def _replay(self, outbox: Outbox, sub: Subscription) -> None:
+        assert sub.since is not None
         held: list[Delivery] = []
         topic = sub.topic
 
@@ -350,9 +368,14 @@ class Hub:
         self._subscribers.setdefault(topic, set()).add(holder)
         try:
             await self.backend.listen(topic)
-            missed = await self.backend.history(topic, sub.since)
+            missed, sub.gap = await self.backend.replay(topic, sub.since)
         finally:
             self._subscribers[topic].discard(holder)
+        if sub.gap is not None:
+            self._resume_gap(sub.gap)
+            if sub.on_gap == "raise":
+                await self._abandon(outbox, topic)
+                raise HistoryGap(sub.gap)
         seen: set[str] = set()
         for message_id, payload, key in missed:
             seen.add(message_id)
@@ -365,6 +388,23 @@ class Hub:
                 outbox.deliver(item)
         # Written before subscribe() returns: what the handler sends next comes after.
         outbox.write_pending()
+
+    def _resume_gap(self, gap: Gap) -> None:
+        """Counted with the backend's gaps (one counter: messages someone missed)."""
+        logger.info("hub: a resume on %r from since=%s has a gap (%s); first kept: %s",
+                    gap.topic, gap.since, gap.reason, gap.first_kept)
+        self._event("gap", {"topic": gap.topic, "after": gap.since, "reason": gap.reason,
+                            "first_kept": gap.first_kept, "resume": True})
+
+    async def _abandon(self, outbox: Outbox, topic: str) -> None:
+        """Undo a subscription that raised before it began: no outbox, no listening
+        left behind for a connection that is not subscribed."""
+        if not self._subscribers.get(topic):
+            self._subscribers.pop(topic, None)
+            await self._quietly(self.backend.unlisten(topic))
+        if not outbox.topics:
+            outbox.close()
+            self._outboxes.pop(outbox.ws, None)
 
     async def unsubscribe(self, ws: WebSocket, topic: str) -> None:
         outbox = self._outboxes.get(ws)

@@ -11,6 +11,8 @@ them; a backend carries messages *between* processes and keeps what outlives one
   subscribers of a topic (a broker-side subscription, for backends that need one).
 - ``history(topic, since, limit)``: what was published after ``since`` (an id), oldest
   first, at most the last ``limit`` messages, as ``(id, payload, key)``.
+- ``replay(topic, since)``: the same for a client that resumes, with a :class:`Gap`
+  when the history cannot show that it still holds everything after ``since`` (P5).
 - presence: ``join(topic, member, info)`` / ``leave(topic, member)`` / ``members(topic)``
   across processes; entries of a process that died expire (``presence_ttl``).
 - ``HubUnavailable`` from ``publish``/``history``/``members`` when the broker cannot be
@@ -30,11 +32,13 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..exceptions import LegatoError
 
-__all__ = ["Backend", "MemoryBackend", "HubUnavailable", "Sink", "EventSink", "Stored"]
+__all__ = ["Backend", "Gap", "MemoryBackend", "HubUnavailable", "Sink", "EventSink", "Stored",
+           "id_key", "replay_gap"]
 
 #: ``sink(topic, message_id, payload, key)``: deliver to this process's local subscribers.
 Sink = Callable[[str, str, "str | bytes", "str | None"], None]
@@ -56,6 +60,31 @@ class HubUnavailable(LegatoError):
         self.delivered_locally = delivered_locally
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A resume (``since=``) that the kept history cannot answer in full (P5).
+
+    ``reason``:
+
+    - ``"trimmed"``: messages came after ``since`` that the topic no longer keeps (it keeps
+      its last N); certain loss.
+    - ``"lost"``: ``since`` is older than anything the history ever held as far as it
+      knows: the history was lost (Redis restarted empty, its key deleted or expired, a
+      memory hub restarted) or the topic keeps none; messages may be missing.
+    - ``"future"``: ``since`` is newer than the topic's newest message: an id from a
+      history that no longer exists (or from elsewhere); messages may be missing.
+
+    ``first_kept``: the id of the oldest message still kept after ``since`` (the first
+    one the replay sends), None when there is none. How many were lost is not known:
+    neither backend keeps a count of what it dropped.
+    """
+
+    topic: str
+    since: str
+    reason: str
+    first_kept: str | None = None
+
+
 class Backend(Protocol):
     async def start(self, sink: Sink, on_event: EventSink) -> None: ...
 
@@ -70,6 +99,8 @@ class Backend(Protocol):
 
     async def history(self, topic: str, since: str | None = None,
                       limit: int | None = None) -> list[Stored]: ...
+
+    async def replay(self, topic: str, since: str) -> tuple[list[Stored], Gap | None]: ...
 
     async def join(self, topic: str, member: str, info: Any) -> None: ...
 
@@ -105,6 +136,8 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._sink: Sink | None = None
         self._history: dict[str, deque[Stored]] = {}
+        # topic → id of the newest message its history dropped (P5: where resume ends)
+        self._dropped: dict[str, str] = {}
         self._members: dict[str, dict[str, Any]] = {}
         self._ids = LocalIds()
 
@@ -118,13 +151,22 @@ class MemoryBackend:
                       key: str | None = None) -> str:
         message_id = self._ids.next_id()
         if history:
-            kept = self._history.get(topic)
-            if kept is None or kept.maxlen != history:
-                kept = self._history[topic] = deque(kept or (), maxlen=history)
-            kept.append((message_id, payload, key))
+            self._keep(topic, (message_id, payload, key), history)
         if self._sink is not None:
             self._sink(topic, message_id, payload, key)
         return message_id
+
+    def _keep(self, topic: str, message: Stored, history: int) -> None:
+        """Append to the topic's last ``history`` messages, remembering the newest id
+        that falls out (a resume from before it has a gap)."""
+        kept = self._history.get(topic)
+        if kept is None or kept.maxlen != history:
+            if kept is not None and len(kept) > history:
+                self._dropped[topic] = kept[-history - 1][0]
+            kept = self._history[topic] = deque(kept or (), maxlen=history)
+        if len(kept) == history:
+            self._dropped[topic] = kept[0][0]
+        kept.append(message)
 
     async def listen(self, topic: str) -> None:
         return None
@@ -142,6 +184,19 @@ class MemoryBackend:
             kept = kept[-limit:] if limit > 0 else []
         return kept
 
+    async def replay(self, topic: str, since: str) -> tuple[list[Stored], Gap | None]:
+        kept = self._history.get(topic)
+        missed = await self.history(topic, since)
+        dropped = self._dropped.get(topic)
+        gap = replay_gap(
+            topic, since, missed, newest=kept[-1][0] if kept else None,
+            trimmed=dropped is not None and id_key(since) < id_key(dropped),
+            # Nothing dropped yet and since is older than the first message kept: since
+            # is from before this process kept the topic (a restart lost that history).
+            predates=(dropped is None and kept is not None and bool(missed)
+                      and missed[0][0] == kept[0][0]))
+        return missed, gap
+
     async def join(self, topic: str, member: str, info: Any) -> None:
         self._members.setdefault(topic, {})[member] = info
 
@@ -156,9 +211,43 @@ class MemoryBackend:
         return dict(self._members.get(topic, {}))
 
 
+#: Redis Stream ids are two unsigned 64-bit integers; a larger part is no id of ours.
+MAX_ID_PART = 2**64 - 1
+
+
 def id_key(message_id: str) -> tuple[int, int]:
-    """Order of ``"<ms>-<seq>"`` ids; ``ValueError`` for anything else."""
-    ms, _, seq = message_id.partition("-")
-    return int(ms), int(seq or 0)
+    """Order of ``"<ms>-<seq>"`` ids (``"<ms>"`` alone is ``<ms>-0``); ``ValueError`` for
+    anything else, so a client's ``since=`` gets a clear refusal: ASCII digits only
+    (``int()`` alone would take " 12", "1_0" or "١٢"), each part within 64 bits."""
+    ms, dash, seq = message_id.partition("-")
+    if not (ms.isascii() and ms.isdigit() and (not dash or (seq.isascii() and seq.isdigit()))):
+        raise ValueError(f"not a message id: {message_id[:40]!r}")
+    key = int(ms), int(seq or 0)
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
+        raise ValueError(f"message id out of range: {message_id[:40]!r}")
+    return key
+
+
+def replay_gap(topic: str, since: str, missed: list[Stored], *, newest: str | None,
+               trimmed: bool, predates: bool) -> Gap | None:
+    """What a backend's ``replay`` reports, from what it found (see :class:`Gap`).
+
+    ``newest``: the topic's newest kept id (None: nothing kept); ``trimmed``: a message
+    after ``since`` is no longer kept; ``predates``: ``since`` is older than the oldest
+    message this history ever held. ``since="0"`` asks for whatever is kept: no gap.
+    """
+    after = id_key(since)
+    if after == (0, 0):
+        return None
+    first = missed[0][0] if missed else None
+    if newest is None:
+        return Gap(topic, since, "lost")
+    if trimmed:
+        return Gap(topic, since, "trimmed", first)
+    if after > id_key(newest):
+        return Gap(topic, since, "future")
+    if predates:
+        return Gap(topic, since, "lost", first)
+    return None
 
 

@@ -72,7 +72,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the Redis hub needs redis-py: pip install 'legato[redis]'") from exc
 
 from .. import jsoncodec
-from .backend import EventSink, HubUnavailable, Sink, Stored, id_key
+from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, Sink, Stored, id_key,
+                      replay_gap)
 
 __all__ = ["RedisBackend", "State"]
 
@@ -97,6 +98,19 @@ local limit = tonumber(ARGV[2])
 if limit > 0 and limit < count then count = limit end
 if count == 0 then return {} end
 return redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', count)
+"""
+
+# KEYS[1] stream; ARGV: first id after since. Returns the newest id (false: no stream),
+# the oldest id the stream holds, and the entries after since, newest first: at most the
+# k the topic keeps plus one, so that one more than k means a kept-no-longer message came
+# after since (publish trims to at least k + 1: the extra one is there when it existed).
+_REPLAY = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest == 0 then return {false, false, {}} end
+local count = tonumber(newest[1][2][2])
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+return {newest[1][1], oldest[1][1],
+        redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', count + 1)}
 """
 
 # KEYS[1] presence hash; ARGV: heartbeat key prefix, this process's id.
@@ -201,6 +215,7 @@ class RedisBackend:
         self._sub_pool = _pool(url, timeout, name + ":sub", 1)
         self._publish_script = self._client.register_script(_PUBLISH)
         self._history_script = self._client.register_script(_HISTORY)
+        self._replay_script = self._client.register_script(_REPLAY)
         self._presence = _Presence(self._client, prefix, self.process_id, presence_ttl)
         self._state = State.IDLE
         self._sink: Sink | None = None
@@ -276,7 +291,9 @@ class RedisBackend:
         try:
             raw = await self._publish_script(
                 keys=[self._stream(topic)],
-                args=[self._channel(topic), max(keep, self.gap_window, 1), keep, ttl, data])
+                # k + 1: the newest message a topic no longer keeps stays in the stream,
+                # so replay() can tell a resume from just before the kept ones (no gap).
+                args=[self._channel(topic), max(keep + 1, self.gap_window), keep, ttl, data])
         except (RedisError, OSError) as exc:
             raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from exc
         return _text(raw)
@@ -295,6 +312,27 @@ class RedisBackend:
             raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
         # Raw entries: [id, [b"k", keep, b"d", data]], newest first.
         return [(_text(i), *_payload(fields[3])) for i, fields in reversed(entries)]
+
+    async def replay(self, topic: str, since: str) -> tuple[list[Stored], Gap | None]:
+        """History after ``since`` for a client that resumes, with a :class:`Gap` when
+        the stream no longer reaches back to it: trimmed, or gone (Redis restarted
+        empty, the key deleted or expired), or ``since`` is newer than its newest."""
+        try:
+            newest, oldest, entries = await self._replay_script(
+                keys=[self._stream(topic)], args=[_after(since)])
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
+        keep = int(entries[0][1][1]) if entries else 0
+        trimmed = len(entries) > keep
+        if trimmed:
+            entries = entries[:keep]
+        missed: list[Stored] = [(_text(i), *_payload(f[3])) for i, f in reversed(entries)]
+        gap = replay_gap(topic, since, missed, newest=None if newest is None else _text(newest),
+                         trimmed=trimmed,
+                         # since is older than anything the stream holds, and it was
+                         # never trimmed (it would hold k + 1): a stream since restarted.
+                         predates=bool(missed) and missed[0][0] == _text(oldest))
+        return missed, gap
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -685,6 +723,9 @@ def _payload(data: bytes, start: int = 0) -> tuple[str | bytes, str | None]:
 
 
 def _after(message_id: str) -> str:
-    """The smallest id after ``message_id`` (XRANGE's "(" needs Redis 6.2)."""
+    """The smallest id after ``message_id`` (XRANGE's "(" needs Redis 6.2); Redis ids
+    are two 64-bit parts, so the largest sequence carries into the milliseconds."""
     ms, seq = id_key(message_id)
-    return f"{ms}-{seq + 1}"
+    if seq < MAX_ID_PART:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < MAX_ID_PART else message_id
