@@ -23,8 +23,9 @@ from legato import App, FileResponse, WebSocket
 
 HERE = Path(__file__).parent
 MAX_TEXT = 2000  # characters per chat message; longer ones are cut
+HISTORY = 100  # messages a room keeps for pages that reload or join late
 
-app = App(hub=os.environ.get("LEGATO_HUB", "memory://"), hub_history=100)
+app = App(hub=os.environ.get("LEGATO_HUB", "memory://"), hub_history=HISTORY)
 app.static("/static", str(HERE / "static"))
 
 
@@ -36,10 +37,13 @@ async def index() -> FileResponse:
 @app.websocket("/ws/{room}", receive_type="json")
 async def chat(ws: WebSocket, room: str, name: str = "guest", since: str = "0") -> None:
     """One member of ``room``: it first gets what it missed after ``since`` (the room's
-    last 100 messages for a new page), then everything anyone in the room says."""
+    last 100 messages for a new page), then everything anyone in the room says. A page
+    away for longer than the room's history lasts is told that it missed some."""
     name = name.strip()[:32] or "guest"
     topic = f"room:{room}"
-    async with app.hub.subscribe(ws, topic, since=since, presence={"name": name}):
+    async with app.hub.subscribe(ws, topic, since=since, presence={"name": name}) as sub:
+        if sub.gap is not None:  # P5: after what the room still keeps, say what it does not
+            await ws.send_json({"type": "gap", "reason": sub.gap.reason, "kept": HISTORY})
         await app.hub.publish(topic, {"type": "join", "user": name,
                                       "count": len(await app.hub.presence(topic))})
         try:

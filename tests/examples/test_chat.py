@@ -96,6 +96,28 @@ def test_a_reloaded_page_catches_up_from_the_last_id_it_saw() -> None:
         assert missed[2]["text"] == "while you were away"
 
 
+def test_P5_a_page_away_longer_than_the_history_lasts_is_told_it_missed_messages() -> None:
+    chat = load_chat()
+    with legato.TestClient(chat.app) as client:
+        with client.websocket_connect("/ws/r?name=ann") as ann:
+            last_seen = ann.receive_json()["id"]  # ann's own join
+        with client.websocket_connect("/ws/r?name=bob") as bob:
+            for _ in range(3):  # ann's join and leave, bob's join
+                bob.receive_json()
+            for n in range(chat.HISTORY + 5):
+                bob.send_json({"text": f"m{n}"})
+                data(bob)
+        with client.websocket_connect(f"/ws/r?name=ann&since={last_seen}") as again:
+            kept = [again.receive_json() for _ in range(chat.HISTORY)]
+            # what the room still keeps, then the notice, then live messages
+            assert again.receive_json() == {"type": "gap", "reason": "trimmed",
+                                            "kept": chat.HISTORY}
+            assert data(again) == {"type": "join", "user": "ann", "count": 1}
+        assert kept[-1]["data"]["type"] == "leave"  # bob's
+        with client.websocket_connect(f"/ws/r?name=ann&since={kept[-1]['id']}") as ann:
+            assert data(ann)["type"] == "join"  # nothing missed: no notice
+
+
 def test_chat_works_over_a_real_socket_with_the_websockets_client() -> None:
     from websockets.sync.client import connect
 
@@ -136,6 +158,29 @@ def test_two_browser_pages_chat_with_each_other() -> None:
                 page.wait_for_selector("text=bob: hi from bob <b>not bold</b>",
                                        timeout=10_000)
             assert pages[0].locator("#messages b").count() == 0  # text, never HTML
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium not installed")
+def test_P5_the_page_shows_a_line_when_messages_were_missed() -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serve_legato(load_chat().app) as port, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            # The page last saw a message of a history this server never held (it was
+            # restarted, say): it resumes from there.
+            page.evaluate("sessionStorage.setItem('last:lobby', '1700000000000-0')")
+            page.fill("#name", "ann")
+            page.fill("#room", "lobby")
+            page.click("#join-button")
+            page.wait_for_selector("text=some messages were missed", timeout=10_000)
+            page.wait_for_selector("text=ann joined", timeout=10_000)
         finally:
             browser.close()
 

@@ -1,6 +1,7 @@
 // The chat client: one WebSocket per room, JSON both ways. Each message from the hub
 // arrives as {"topic", "id", "data"}; the page keeps the last id per room so a reload
-// resumes where it stopped (since=<id>) instead of showing the history twice.
+// resumes where it stopped (since=<id>) instead of showing the history twice; when the
+// room no longer keeps all it missed, the server says so ({"type": "gap"}).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -28,6 +29,10 @@ function connect(name, room) {
   };
   socket.onmessage = (event) => {
     const envelope = JSON.parse(event.data);
+    if (envelope.type === "gap") {  // from the server itself, not a room message
+      show(`some messages were missed (the room keeps its last ${envelope.kept})`, "event");
+      return;
+    }
     sessionStorage.setItem(`last:${room}`, envelope.id);
     const msg = envelope.data;
     if (msg.type === "message") show(`${msg.user}: ${msg.text}`, "message");
