@@ -7,7 +7,10 @@ transport; the client side writes real HTTP/1.1 bytes, parses responses with htt
 and speaks WebSocket with the sans-I/O core in the client role (masking,
 permessage-deflate, the closing handshake). What passes here is what production runs.
 
-The server runs on an event loop in a background thread, started on first use.
+The server runs on an event loop in a background thread, started on first use and
+stopped by ``close()`` (or leaving ``with``), or once the client and every WebSocket
+session it opened are gone: ``TestClient(app).get("/")`` and
+``with TestClient(app).websocket_connect("/ws") as ws:`` work without keeping the client.
 ``with TestClient(app) as client:`` also runs the ASGI lifespan (startup on entry,
 shutdown on exit); without ``with`` it is not run, as in Starlette. Nothing waits
 forever: each request, handshake and receive gives up after ``timeout`` seconds with
@@ -126,8 +129,9 @@ class TestClient:
         if self._runner is None:
             runner = Runner(self.app, self.config, timeout=self.timeout,
                             raise_app_errors=self.raise_server_exceptions)
-            # A client never closed still stops its thread when it is collected.
-            self._finalizer = weakref.finalize(self, runner.stop)
+            # A client never closed releases its server when it is collected; the
+            # server stops then, or when the last WebSocket session it opened ends.
+            self._finalizer = runner.hold(self)
             self._runner = runner
         return self._runner
 

@@ -3,13 +3,21 @@
 A TestClient starts one on first use (or on entering ``with``) and stops it in
 ``close()``. Stopping is idempotent and bounded, so it also serves as the finaliser of
 a client that was never closed.
+
+The client is not the only user: ``TestClient(app).websocket_connect("/ws")`` drops the
+client at once and keeps only the session. So every user (the client, each WebSocket
+session) holds the server with :meth:`Runner.hold`, and the server stops when the last
+of them releases it or is garbage-collected: no loop outlives its users, and none stops
+under one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import warnings
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -35,6 +43,23 @@ class Runner:
         self.server = MemoryServer(app, config, self.thread.loop,
                                    raise_app_errors=raise_app_errors)
         self.lifespan_started = False
+        self._users = 0
+        self._users_lock = threading.Lock()
+
+    def hold(self, user: object) -> weakref.finalize[Any, Any]:
+        """Count ``user`` as a user of this server until the returned finaliser is
+        called (release) or ``user`` is collected; the last release stops the server.
+        ``detach()`` the finaliser to forget ``user`` without releasing (a forced stop)."""
+        with self._users_lock:
+            self._users += 1
+        return weakref.finalize(user, self._release)
+
+    def _release(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.stop()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop. Coroutines bound their own stages by ``timeout``

@@ -238,6 +238,10 @@ class WebSocketTestSession:
     and waits for the server side to finish. Every receive waits at most ``timeout``
     seconds (``TimeoutError``). With ``raise_server_exceptions`` an exception that
     escaped the app is raised from the next receive or send, or on leaving the block.
+
+    The session holds the client's server until it ends (or is collected), so
+    ``with TestClient(app).websocket_connect("/ws") as ws:`` works although nothing
+    keeps the client itself.
     """
 
     __test__ = False  # pytest: not a test class
@@ -246,6 +250,7 @@ class WebSocketTestSession:
                  address: tuple[str, int], jar: CookieJar, timeout: float,
                  raise_server_exceptions: bool) -> None:
         self._runner = runner
+        self._release = runner.hold(self)
         self._handshake = handshake
         self._url = url
         self._address = address
@@ -280,11 +285,13 @@ class WebSocketTestSession:
                 timeout=self._timeout, what=self._what))
         except (TimeoutError, ConnectionError, InvalidResponse):
             self._finished = True
+            self._release()
             self._raise_app_error()
             raise
         self._jar.extract(Headers(raw.headers).get_all("set-cookie"), self._url)
         if raw.status_code != 101:
             self._finished = True
+            self._release()
             self._warn_if(cancelled)
             self._raise_app_error()
             raise WebSocketDenied(raw.status_code, raw.body, raw.headers)
@@ -328,9 +335,12 @@ class WebSocketTestSession:
         client = self._opened()
         self._finished = True
         runner = self._runner
-        if not runner.thread.alive:
-            return  # the TestClient was closed first: its shutdown ended this connection
-        cancelled = runner.run(client.finish(runner.server, code, reason, self._timeout))
+        try:
+            if not runner.thread.alive:
+                return  # the TestClient was closed first: its shutdown ended this connection
+            cancelled = runner.run(client.finish(runner.server, code, reason, self._timeout))
+        finally:
+            self._release()  # the last user gone: the server stops
         self._warn_if(cancelled)
 
     def _warn_if(self, cancelled: bool) -> None:
