@@ -118,15 +118,19 @@ class App:
               **ws_options: Any) -> Callable[[F], F]:
         """Register an HTTP handler (R2); ``websocket=True`` makes it a WebSocket route
         (R3). A handler with a ``websocket`` parameter is hybrid: it gets the WebSocket
-        on upgrade requests and ``None`` otherwise."""
+        on upgrade requests and ``None`` otherwise, and takes the options of
+        :meth:`websocket` (``max_message_size``, ``ping_interval``...)."""
         if websocket:
             return self.websocket(path, name=name, **ws_options)
-        if ws_options:
-            raise TypeError(f"unexpected options for an HTTP route: {sorted(ws_options)}")
 
         def register(func: F) -> F:
             hybrid = _declares_websocket(func)
-            options = self._ws_options(auto_accept=False) if hybrid else None
+            if ws_options and not hybrid:
+                raise TypeError(f"WebSocket options for an HTTP route that takes no "
+                                f"websocket parameter: {sorted(ws_options)}")
+            # A hybrid route has the WebSocket options of any other (W15).
+            options = self._ws_options(**{"auto_accept": False, **ws_options}) \
+                if hybrid else None
             self.router.add(Route(path, func, methods=methods, websocket=hybrid,
                                   options=options, name=name))
             return func

@@ -220,6 +220,30 @@ def test_R2_tremolo_hybrid_handler_gets_none_over_http_and_the_websocket_on_upgr
         assert ws.receive_text() == "page got x"
 
 
+def test_R2_a_hybrid_route_takes_websocket_options(connect):
+    app = App()
+
+    @app.route("/chat", max_message_size=10, value_type="json")
+    async def chat(request, websocket=None):
+        if websocket is None:
+            return "page"
+        await websocket.accept()
+        await websocket.send(await websocket.receive())
+
+    client = connect(app)
+    assert client.get("/chat").text == "page"
+    with client.websocket_connect("/chat") as ws:
+        ws.send_json([1])
+        assert ws.receive_json() == [1]
+    with client.websocket_connect("/chat") as ws:
+        ws.send_text("[" + "1," * 10 + "1]")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_text()
+        assert info.value.code == 1009
+    with pytest.raises(TypeError, match="no websocket parameter"):
+        app.route("/plain", max_message_size=10)(lambda: "x")
+
+
 def test_R2_async_generator_hybrid_streams_its_html_page_and_chats_on_upgrade(connect):
     # Seed 001's chat handler; its bytes-%-formatting of request.host is written as an
     # f-string since legato's request.host and scheme are str.
