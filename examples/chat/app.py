@@ -4,9 +4,10 @@ page catches up.
 
     python examples/chat/app.py                     # http://127.0.0.1:8000
 
-The same chat across processes (and hosts), through Redis:
+The same chat across processes (and hosts), through Redis: examples/chat_redis.py runs
+this file once per port with ``LEGATO_HUB=redis://...``
 
-    LEGATO_HUB=redis://127.0.0.1:6379/0 legato run app:app --workers 2   # in examples/chat
+    python examples/chat_redis.py                   # http://127.0.0.1:8001 and :8002
 
 Open the page in two tabs, pick the same room, and talk; reload a tab and it gets what it
 missed (the page remembers the id of the last message it saw and resumes with since=).

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from ports import free_port
-from redis_servers import RedisServer, answers
+from redis_servers import RedisServer, delete_prefix, need_redis_server, session_redis
 
 from legato.hub.backend import Backend, MemoryBackend
 from legato.hub.redis import RedisBackend
@@ -33,33 +30,18 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
-def _need_redis_server() -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("hub tests need Redis: set REDIS_URL to a running Redis or put "
-                    "redis-server on PATH (apt-get install redis-server)")
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """REDIS_URL (default redis://127.0.0.1:6379) if it answers PING, else a redis-server
     of our own for the session."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-    if answers(url):
+    with session_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
-        return
-    _need_redis_server()
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.kill()
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may kill, pause and restart."""
-    _need_redis_server()
+    need_redis_server()
     server = RedisServer(free_port(), tmp_path)
     server.start()
     try:
@@ -73,13 +55,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
     name = f"legato-test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_prefix(redis_url, name)
 
 
 @pytest.fixture(params=["memory", "redis"])

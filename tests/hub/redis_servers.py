@@ -1,15 +1,21 @@
 """redis-server processes of a test's own: started on a free port, killed, paused and
-restarted by their PID only (never any other Redis on the machine)."""
+restarted by their PID only (never any other Redis on the machine); and the Redis a
+test session shares (REDIS_URL, or one of its own), for any test folder."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import redis
+from ports import free_port
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:
@@ -66,3 +72,37 @@ class RedisServer:
     def resume(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
+
+
+def need_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("these tests need Redis: set REDIS_URL to a running Redis or put "
+                    "redis-server on PATH (apt-get install redis-server)")
+
+
+@contextmanager
+def session_redis(workdir: Path) -> Iterator[str]:
+    """REDIS_URL (default redis://127.0.0.1:6379) if it answers PING, else a redis-server
+    of our own (in ``workdir``) for as long as the block lasts."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    if answers(url):
+        yield url
+        return
+    need_redis_server()
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete the keys under ``prefix``: a test leaves the shared Redis clean."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
