@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +137,9 @@ def test_chat_works_over_a_real_socket_with_the_websockets_client() -> None:
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium not installed")
-def test_two_browser_pages_chat_with_each_other() -> None:
+@contextmanager
+def chat_in_chromium() -> Iterator[tuple[Any, int]]:
+    """A headless Chromium and the port of a chat server (legato's, real sockets)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with serve_legato(load_chat().app) as port, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -144,45 +147,43 @@ def test_two_browser_pages_chat_with_each_other() -> None:
             args=["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking"])
         try:
-            pages = [browser.new_page(), browser.new_page()]
-            for page, name in zip(pages, ("ann", "bob"), strict=True):
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.fill("#name", name)
-                page.fill("#room", "lobby")
-                page.click("#join-button")
-                page.wait_for_selector("#send:not([hidden])", timeout=10_000)
-            pages[0].wait_for_selector("text=bob joined", timeout=10_000)
-            pages[1].fill("#text", "hi from bob <b>not bold</b>")
-            pages[1].click("#send-button")
-            for page in pages:
-                page.wait_for_selector("text=bob: hi from bob <b>not bold</b>",
-                                       timeout=10_000)
-            assert pages[0].locator("#messages b").count() == 0  # text, never HTML
+            yield browser, port
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium not installed")
+def test_two_browser_pages_chat_with_each_other() -> None:
+    with chat_in_chromium() as (browser, port):
+        pages = [browser.new_page(), browser.new_page()]
+        for page, name in zip(pages, ("ann", "bob"), strict=True):
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#name", name)
+            page.fill("#room", "lobby")
+            page.click("#join-button")
+            page.wait_for_selector("#send:not([hidden])", timeout=10_000)
+        pages[0].wait_for_selector("text=bob joined", timeout=10_000)
+        pages[1].fill("#text", "hi from bob <b>not bold</b>")
+        pages[1].click("#send-button")
+        for page in pages:
+            page.wait_for_selector("text=bob: hi from bob <b>not bold</b>",
+                                   timeout=10_000)
+        assert pages[0].locator("#messages b").count() == 0  # text, never HTML
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium not installed")
 def test_P5_the_page_shows_a_line_when_messages_were_missed() -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with serve_legato(load_chat().app) as port, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking"])
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            # The page last saw a message of a history this server never held (it was
-            # restarted, say): it resumes from there.
-            page.evaluate("sessionStorage.setItem('last:lobby', '1700000000000-0')")
-            page.fill("#name", "ann")
-            page.fill("#room", "lobby")
-            page.click("#join-button")
-            page.wait_for_selector("text=some messages were missed", timeout=10_000)
-            page.wait_for_selector("text=ann joined", timeout=10_000)
-        finally:
-            browser.close()
+    with chat_in_chromium() as (browser, port):
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        # The page last saw a message of a history this server never held (it was
+        # restarted, say): it resumes from there.
+        page.evaluate("sessionStorage.setItem('last:lobby', '1700000000000-0')")
+        page.fill("#name", "ann")
+        page.fill("#room", "lobby")
+        page.click("#join-button")
+        page.wait_for_selector("text=some messages were missed", timeout=10_000)
+        page.wait_for_selector("text=ann joined", timeout=10_000)
 
 
 def test_make_run_command_starts_the_chat(tmp_path: Path) -> None:
