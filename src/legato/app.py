@@ -515,10 +515,21 @@ class App:
     def run(self, host: str = "127.0.0.1", port: int = 8000, debug: bool = False,
             reload: bool = False, workers: int = 1, ssl_certfile: str | None = None,
             ssl_keyfile: str | None = None, **config: Any) -> None:
-        """Serve on the built-in server (S1); blocks until SIGINT/SIGTERM."""
-        from .server.config import ServerConfig  # noqa: PLC0415
-        from .server.serve import Server, configure_logging, new_event_loop  # noqa: PLC0415
+        """Serve on the built-in server (S1); blocks until SIGINT/SIGTERM.
 
+        ``ValueError`` for a port outside 0..65535; an address that cannot be bound (in
+        use, say) prints one line saying so and exits with status 1 (``SystemExit``)."""
+        from .server.config import ServerConfig  # noqa: PLC0415
+        from .server.serve import (  # noqa: PLC0415
+            CannotServe,
+            Server,
+            check_port,
+            configure_logging,
+            exit_cannot_serve,
+            new_event_loop,
+        )
+
+        check_port(port)
         if debug:
             self.debug = True
         server_config = ServerConfig(host=host, port=port, ssl_certfile=ssl_certfile,
@@ -529,14 +540,19 @@ class App:
         if workers > 1 or reload:
             from .server.supervisor import Supervisor  # noqa: PLC0415
 
-            code = Supervisor(self._import_target(), server_config, workers=workers,
-                              reload=reload, options={"debug": debug}).run()
+            try:
+                code = Supervisor(self._import_target(), server_config, workers=workers,
+                                  reload=reload, options={"debug": debug}).run()
+            except CannotServe as exc:
+                raise exit_cannot_serve(exc) from None
             if code:
                 raise SystemExit(code)
             return
         loop = new_event_loop()
         try:
             loop.run_until_complete(Server(self, server_config).serve())
+        except CannotServe as exc:
+            raise exit_cannot_serve(exc) from None
         finally:
             loop.close()
 

@@ -11,12 +11,14 @@ import asyncio
 import os
 import queue
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from legato.server.config import ServerConfig
+from legato.server.serve import CannotServe, Server
 
 from conftest import (
     RunningServer,
@@ -371,3 +376,89 @@ def test_cli_bad_target_with_workers_exits_nonzero_instead_of_respawning(
             for pid in children:
                 if is_running(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------- S1: where to serve, said clearly (issue 13)
+
+def legato_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "legato", "run", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=30)
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """A port another server listens on (held by this test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_S1_cli_refuses_a_port_outside_0_to_65535_with_a_usage_error(
+        app_dir: Path, port: str) -> None:
+    """asyncio wraps 99999 to 34463 (modulo 65536): the server would run unseen."""
+    result = legato_cli(app_dir, "cliapp:app", "--port", port)
+    assert result.returncode == 2  # argparse's usage error
+    assert f"argument --port: {port!r} is not a port: use 0 to 65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--workers", "0"), ("--workers", "-2"), ("--max-connections", "0"),
+    ("--shutdown-timeout", "-1"), ("--ws-ping-interval", "nan"), ("--max-body-size", "1.5"),
+])
+def test_S1_cli_refuses_counts_and_durations_the_server_would_misread(
+        app_dir: Path, option: str, value: str) -> None:
+    result = legato_cli(app_dir, "cliapp:app", "--port", "0", option, value)
+    assert result.returncode == 2
+    assert f"argument {option}: {value!r} is not" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_S1_app_run_refuses_a_port_outside_0_to_65535(workers: int | None) -> None:
+    from legato import App  # noqa: PLC0415
+
+    options = {"workers": workers} if workers else {}
+    with pytest.raises(ValueError, match=r"port must be an integer from 0 to 65535.*99999"):
+        App().run(port=99999, **options)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_S1_cli_port_in_use_says_which_in_one_line_and_exits_nonzero(
+        app_dir: Path, workers: str) -> None:
+    with busy_port() as port:
+        result = legato_cli(app_dir, "cliapp:app", "--port", str(port), "--workers", workers)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"legato: 127.0.0.1:{port} is already in use (another server?); "
+        "stop it or choose another --port")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_S1_app_run_port_in_use_says_which_in_one_line_and_exits_1(
+        tmp_path: Path, workers: int) -> None:
+    (tmp_path / "runapp.py").write_text(textwrap.dedent(f'''
+        import sys
+        from legato import App
+
+        app = App()
+
+        if __name__ == "__main__":
+            app.run(port=int(sys.argv[1]), workers={workers})
+    '''))
+    with busy_port() as port:
+        result = subprocess.run([sys.executable, "runapp.py", str(port)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"legato: 127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_S1_a_server_that_cannot_bind_undoes_its_lifespan_startup() -> None:
+    app = ShutdownApp()
+    with busy_port() as port:
+        with pytest.raises(CannotServe, match=f"127.0.0.1:{port} is already in use"):
+            asyncio.run(Server(app, ServerConfig(port=port)).serve())
+    assert app.wait_for("lifespan.startup") and app.wait_for("lifespan.shutdown")

@@ -9,12 +9,15 @@ whatever is left; run the app's lifespan shutdown. The process then exits with s
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import importlib
 import logging
+import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .config import ServerConfig
@@ -22,7 +25,55 @@ from .http import HttpProtocol
 from .lifespan import Lifespan
 from .state import ASGIApp, ServerState, logger
 
-__all__ = ["Server", "import_app", "new_event_loop", "configure_logging"]
+__all__ = ["Server", "CannotServe", "check_port", "cannot_listen", "exit_cannot_serve",
+           "import_app", "new_event_loop", "configure_logging"]
+
+#: TCP ports are 16 bits (RFC 9293 §3.1); 0 asks the kernel for any free one.
+MAX_PORT = 65535
+
+
+class CannotServe(RuntimeError):
+    """The server cannot listen where it was told: the address is in use, the port
+    needs privileges, the host is not this machine's. The message is one line for the
+    person who started the server (no traceback: nothing in the code is wrong)."""
+
+
+def check_port(port: object) -> int:
+    """``port`` if it is a TCP port, else ``ValueError``: asyncio would silently wrap
+    99999 to 34463 (the port modulo 65536) and serve somewhere nobody looks."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+        raise ValueError(f"port must be an integer from 0 to {MAX_PORT} "
+                         f"(0: any free port), not {port!r}")
+    return port
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> CannotServe:
+    """The one line that says why binding ``host:port`` failed and what to do."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        text = f"{where} is already in use (another server?); stop it or choose another --port"
+    elif exc.errno == errno.EACCES:
+        text = (f"no permission to listen on {where} (ports below 1024 need privileges); "
+                "choose another --port")
+    elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        text = (f"cannot listen on {where}: {host!r} is not an address of this machine "
+                f"({_reason(exc)}); choose another --host")
+    else:
+        text = f"cannot listen on {where}: {_reason(exc)}"
+    return CannotServe(text)
+
+
+def _reason(exc: OSError) -> str:
+    # asyncio's bind errors repeat the address in strerror; the errno's text says it all
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc)
+    return os.strerror(exc.errno).lower()
+
+
+def exit_cannot_serve(exc: CannotServe) -> SystemExit:
+    """Say why on stderr, in one line; the exit (status 1) for ``app.run()`` to raise."""
+    print(f"legato: {exc}", file=sys.stderr)
+    return SystemExit(1)
 
 
 def import_app(target: str) -> ASGIApp:
@@ -75,7 +126,11 @@ class Server:
         self.started = False
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        """Run lifespan startup and begin accepting; ``RuntimeError`` if startup fails."""
+        """Run lifespan startup and begin accepting. ``ValueError`` for a port that is
+        not one; ``RuntimeError`` if startup fails; :class:`CannotServe` when the
+        address cannot be bound (lifespan shutdown has run then)."""
+        if sock is None:
+            check_port(self.config.port)
         loop = asyncio.get_running_loop()
         self._exit = asyncio.Event()
         state = self.state = ServerState(self.config, self.app, loop)
@@ -97,15 +152,24 @@ class Server:
         if sock is not None:
             self._server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=2048)
         else:
-            self._server = await loop.create_server(
-                factory, self.config.host, self.config.port, ssl=ssl, backlog=2048,
-                reuse_address=True)
+            self._server = await self._listen(factory, ssl)
         self.sockets = list(self._server.sockets)
         self.started = True
         for s in self.sockets:
             host, port = s.getsockname()[:2]
             scheme = "https" if ssl else "http"
             logger.info("legato serving on %s://%s:%d", scheme, host, port)
+
+    async def _listen(self, factory: Callable[[], HttpProtocol],
+                      ssl: Any) -> asyncio.Server:
+        host, port = self.config.host, self.config.port
+        try:
+            return await asyncio.get_running_loop().create_server(
+                factory, host, port, ssl=ssl, backlog=2048, reuse_address=True)
+        except OSError as exc:
+            assert self._lifespan is not None
+            await self._lifespan.shutdown()  # startup ran: undo it before giving up
+            raise cannot_listen(host, port, exc) from None
 
     @property
     def port(self) -> int:

@@ -27,11 +27,19 @@ _spawn = multiprocessing.get_context("spawn")
 
 
 def bind_socket(config: ServerConfig) -> socket.socket:
-    """The listening socket all workers share."""
+    """The listening socket all workers share. ``ValueError`` for a port that is not
+    one, :class:`~legato.server.serve.CannotServe` when it cannot be bound."""
+    from .serve import cannot_listen, check_port  # noqa: PLC0415
+
+    check_port(config.port)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise cannot_listen(config.host, config.port, exc) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
