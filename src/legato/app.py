@@ -17,7 +17,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from .exceptions import HTTPError, MethodNotAllowed, NotFound
-from .params import Param, Plan, build_plan, is_model_type
+from .params import (
+    AnnotationError,
+    Param,
+    Plan,
+    build_plan,
+    check_annotations,
+    is_model_type,
+    resolve_hints,
+    unwrap_optional,
+)
 from .providers import Context, Providers, call_plan
 from .routing import Mount, Route, Router, WebSocketOptions
 from .http_endpoint import respond_error, serve_http
@@ -92,6 +101,9 @@ class App:
         self.shutdown_hooks: list[Callable[..., Any]] = []
         self.exception_handlers: list[tuple[type[BaseException], Callable[..., Any]]] = []
         self._plans: dict[Any, Plan] = {}
+        #: Functions registered while an annotation named something not defined yet
+        #: (a forward reference?): checked again at startup (params.check_annotations).
+        self._unresolved: list[tuple[Callable[..., Any], str]] = []
         self._settings: dict[int, WebSocketOptions] = {}
         self._endpoints: dict[Route, WebSocketEndpoint] = {}
         self.sessions: Any = None
@@ -124,6 +136,7 @@ class App:
             return self.websocket(path, name=name, **ws_options)
 
         def register(func: F) -> F:
+            self._check_annotations(func, "HTTP handler")
             hybrid = _declares_websocket(func)
             if ws_options and not hybrid:
                 raise TypeError(f"WebSocket options for an HTTP route that takes no "
@@ -161,6 +174,7 @@ class App:
         ws_options = self._ws_options(**options)
 
         def register(func: F) -> F:
+            self._check_annotations(func, "WebSocket handler")
             self.router.add(Route(path, func, http=False, websocket=True,
                                   options=ws_options, name=name))
             return func
@@ -183,6 +197,9 @@ class App:
                                  f"not {kind!r}")
         if "allowed_origins" in options:
             options["allowed_origins"] = _origin_list(options["allowed_origins"])
+        for key in ("on_connect", "on_disconnect", "on_close"):
+            if callable(options.get(key)):
+                self._check_annotations(options[key], f"{key} callback")
         known = {f.name for f in dataclasses.fields(WebSocketOptions)}
         unknown = set(options) - known
         if unknown:
@@ -209,6 +226,7 @@ class App:
         WebSocket handler (R6). Raise an ``HTTPError`` to deny; an HTTP hook may also
         return a response to answer in the handler's place."""
         def register(f: F) -> F:
+            self._check_annotations(f, "before_request hook")
             (self.websocket_hooks if websocket else self.http_hooks).append(f)
             return f
 
@@ -220,14 +238,17 @@ class App:
     def after_request(self, func: F) -> F:
         """Run after HTTP handlers with ``(request, response)``; returning a Response
         replaces it."""
+        self._check_annotations(func, "after_request hook")
         self.after_hooks.append(func)
         return func
 
     def on_startup(self, func: F) -> F:
+        self._check_annotations(func, "on_startup hook")
         self.startup_hooks.append(func)
         return func
 
     def on_shutdown(self, func: F) -> F:
+        self._check_annotations(func, "on_shutdown hook")
         self.shutdown_hooks.append(func)
         return func
 
@@ -241,6 +262,7 @@ class App:
                  name: str | None = None) -> Any:
         """Register a provider (R10): its value is injected by name."""
         def register(f: F) -> F:
+            self._check_annotations(f, "provider")
             self.providers.add(f, name, scope)
             # Plans made earlier may have taken this name as a query parameter.
             self._plans.clear()
@@ -252,6 +274,7 @@ class App:
     def exception_handler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
         """Answer ``exc_type`` (and subclasses) with ``handler(request, exc)``'s value."""
         def register(func: F) -> F:
+            self._check_annotations(func, "exception handler")
             self.exception_handlers.append((exc_type, func))
             return func
 
@@ -267,6 +290,19 @@ class App:
         return self._hub
 
     # ------------------------------------------------------------------- plumbing
+
+    def _check_annotations(self, func: Callable[..., Any], what: str) -> None:
+        """An annotation that cannot resolve fails here, at registration; one naming
+        what is not defined yet (a class further down the module?) is checked again
+        at startup and at first use, and fails there with the same message."""
+        if not check_annotations(func, what):
+            self._unresolved.append((func, what))
+
+    def _check_unresolved(self) -> None:
+        while self._unresolved:
+            func, what = self._unresolved[0]
+            resolve_hints(func, what)  # AnnotationError: startup fails with it
+            self._unresolved.pop(0)
 
     def plan_for(self, route: Route) -> Plan:
         plan = self._plans.get(route)
@@ -476,6 +512,7 @@ class App:
             logger.warning("ping_interval/ping_timeout are enforced by legato's server; "
                            "this server keeps its own keepalive settings (uvicorn: "
                            "--ws-ping-interval, --ws-ping-timeout)")
+        self._check_unresolved()
         ctx = Context(self, {"type": "lifespan", "app": self})
         await self.hub.start()  # first: startup hooks may publish
         for hook in self.startup_hooks:
@@ -599,10 +636,14 @@ class App:
 def _declares_websocket(func: Callable[..., Any]) -> bool:
     from .websocket import WebSocket  # noqa: PLC0415
 
+    try:  # resolved: ``ws: WebSocket | None = None`` under ``from __future__ import annotations``
+        hints = resolve_hints(func)
+    except AnnotationError:
+        hints = {}  # a name not defined yet: by parameter name until then
     for p in inspect.signature(func).parameters.values():
         if p.name == "websocket":
             return True
-        ann = p.annotation
+        ann = unwrap_optional(hints.get(p.name, p.annotation))
         if isinstance(ann, type) and issubclass(ann, WebSocket):
             return True
     return False
