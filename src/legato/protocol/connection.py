@@ -9,7 +9,14 @@ States (all transitions are in :meth:`Connection._set_state`)::
     OPEN ──send_close()────────────▶ CLOSING ──peer's Close──▶ CLOSED
       │                                 └──fail / EOF─────────▶ CLOSED
       ├──peer's Close (echoed)─────────────────────────────────▶ CLOSED
-      └──fail (Close sent) / EOF───────────────────────────────▶ CLOSED
+      ├──fail (Close sent) / EOF───────────────────────────────▶ CLOSED
+      └──fail (Close held)──▶ FAILING ──send_fail_close() / EOF─▶ CLOSED
+
+FAILING exists for ``hold_fail_close=True`` (the built-in server): the peer broke the
+protocol, nothing more it sent is read, but the messages that arrived whole before the
+bad frame are still reported before the failure, and their answers may still be sent;
+the Close with the failure's code waits until the I/O layer calls
+:meth:`Connection.send_fail_close` (when the app has answered, or a deadline passed).
 
 The reader is a small state machine too: it is either between frames (parsing a
 header) or inside the payload of a data frame that is arriving in pieces. A whole frame
@@ -83,6 +90,9 @@ class State(enum.IntEnum):
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
+    #: The peer broke the protocol (§7.1.7); our Close is held so that the answers to
+    #: the messages received before the bad frame go out first (``hold_fail_close``).
+    FAILING = 4
 
 
 class Connection:
@@ -97,6 +107,11 @@ class Connection:
 
     ``deflate`` is the codec negotiated by the handshake (None when permessage-deflate
     is off).
+
+    ``hold_fail_close`` (default False: the Close goes out with the failure): when the
+    peer breaks the protocol, enter FAILING instead of sending the Close at once, so an
+    application can answer the messages that arrived before the bad frame; the I/O layer
+    then calls :meth:`send_fail_close`, and must bound the wait with a deadline of its own.
     """
 
     __slots__ = (
@@ -104,7 +119,7 @@ class Connection:
         "_client", "_events", "_out", "_buf", "_discard", "_close_transport",
         "_msg_opcode", "_msg_compressed", "_msg", "_msg_wire", "_msg_checked", "_frame_z",
         "_validator", "_frame_remaining", "_frame_fin", "_frame_mask", "_frame_offset",
-        "_sending_fragmented", "_send_compressed", "_plain_send",
+        "_sending_fragmented", "_send_compressed", "_plain_send", "_hold_fail_close",
         "close_sent", "close_received", "failure",
     )
 
@@ -115,6 +130,7 @@ class Connection:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         deflate: DeflateCodec | None = None,
+        hold_fail_close: bool = False,
     ) -> None:
         self.role = role
         self.state = State.OPEN
@@ -150,6 +166,7 @@ class Connection:
         self._send_compressed = False
         # True while a whole message can be sent with no compression or fragment state.
         self._plain_send = deflate is None
+        self._hold_fail_close = hold_fail_close
         #: (code, reason) of the Close frames sent and received; None until then.
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
@@ -226,7 +243,9 @@ class Connection:
         self._buf = b""
         self._discard = True
         self._close_transport = True
-        if self.state is not State.CLOSED:
+        if self.state is State.FAILING:
+            self._set_state(State.CLOSED)  # ConnectionFailed already ended the events
+        elif self.state is not State.CLOSED:
             self._events.append(ConnectionLost())
             self._set_state(State.CLOSED)
 
@@ -260,7 +279,7 @@ class Connection:
         if self._client:
             raise LocalProtocolError("clients must mask: prepared frames are server-only")
         if self.state is not State.OPEN:
-            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
+            self._check_can_send()
         if self._sending_fragmented:
             raise LocalProtocolError("finish the fragmented message first (fin=True)")
         if self._out:
@@ -290,10 +309,13 @@ class Connection:
 
         ``code=1005`` sends a Close without a status code (an empty payload). Any other
         code not allowed on the wire raises ``ValueError``; a second Close raises
-        ``LocalProtocolError``.
+        ``LocalProtocolError``, and so does a Close while FAILING (the failure's Close is
+        the one to send: :meth:`send_fail_close`).
         """
         if self.close_sent is not None or self.state is State.CLOSED:
             raise LocalProtocolError("the connection is already closing or closed")
+        if self.state is State.FAILING:
+            raise LocalProtocolError("the connection failed: send_fail_close() sends its Close")
         if code == NO_STATUS_RCVD:
             payload = b""
         else:
@@ -304,11 +326,30 @@ class Connection:
         else:
             self._set_state(State.CLOSING)
 
+    def send_fail_close(self) -> None:
+        """Send the Close held since the failure (FAILING → CLOSED); then close TCP.
+
+        RFC 6455 §7.1.7: having failed the connection, the endpoint SHOULD send a Close
+        with an appropriate status code (the failure's: 1002, 1007, 1009…) before
+        closing the connection. Raises ``LocalProtocolError`` when no Close is held.
+        """
+        if self.state is not State.FAILING:
+            raise LocalProtocolError(f"no failure holds its Close in state {self.state.name}")
+        self._write_fail_close()
+        self._close_transport = True
+        self._set_state(State.CLOSED)
+
     # ------------------------------------------------------------------- sending (impl)
+
+    def _check_can_send(self) -> None:
+        """Data may go out while OPEN and, to answer what came before the bad frame,
+        while FAILING; anything else is our misuse."""
+        if self.state is not State.OPEN and self.state is not State.FAILING:
+            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
 
     def _send_data(self, opcode: int, payload: bytes, fin: bool) -> None:
         if self.state is not State.OPEN:
-            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
+            self._check_can_send()
         if opcode == _OP_CONT:
             if not self._sending_fragmented:
                 raise LocalProtocolError("no fragmented message is being sent")
@@ -610,16 +651,31 @@ class Connection:
             self._close_transport = True  # §7.1.1: the server closes TCP first
 
     def _fail(self, exc: RemoteProtocolError) -> None:
-        """RFC 6455 §7.1.7 Fail the WebSocket Connection."""
+        """RFC 6455 §7.1.7 Fail the WebSocket Connection.
+
+        "An endpoint MUST NOT continue to attempt to process data ... from the remote
+        endpoint after being instructed to Fail the WebSocket Connection": nothing after
+        the bad frame is read. The messages before it arrived whole and were reported
+        before the ConnectionFailed event that follows them; with ``hold_fail_close``
+        their answers may still go out before our Close (FAILING).
+        """
         self.failure = exc
         self._discard = True
         self._buf = b""
-        self._close_transport = True
         self._events.append(ConnectionFailed(exc.close_code, exc.reason))
         if self.close_sent is None and self.state is State.OPEN:
-            self._write_close(exc.close_code, exc.reason,
-                              serialize_close(exc.close_code, exc.reason.encode()))
+            if self._hold_fail_close:
+                self._set_state(State.FAILING)
+                return
+            self._write_fail_close()
+        self._close_transport = True
         self._set_state(State.CLOSED)
+
+    def _write_fail_close(self) -> None:
+        exc = self.failure
+        assert exc is not None
+        self._write_close(exc.close_code, exc.reason,
+                          serialize_close(exc.close_code, exc.reason.encode()))
 
     def _set_state(self, state: State) -> None:
         if state is not self.state:

@@ -89,13 +89,16 @@ class Accepted:
         return serialize_response(101, self.headers)
 
     def connection(self, *, max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                   max_frame_size: int | None = None) -> Connection:
-        """A server-role protocol engine configured with what was negotiated."""
+                   max_frame_size: int | None = None,
+                   hold_fail_close: bool = False) -> Connection:
+        """A server-role protocol engine configured with what was negotiated
+        (``hold_fail_close``: see :class:`Connection`)."""
         codec = None
         if self.deflate is not None:
             codec = DeflateCodec(self.deflate, is_client=False, config=self.deflate_config)
         return Connection(Role.SERVER, max_message_size=max_message_size,
-                          max_frame_size=max_frame_size, deflate=codec)
+                          max_frame_size=max_frame_size, deflate=codec,
+                          hold_fail_close=hold_fail_close)
 
 
 @dataclass

@@ -58,6 +58,12 @@ class ServerConfig:
     ws_ping_timeout: float | None = 20.0
     #: How long (s) to wait for the peer's Close after ours before dropping TCP.
     ws_close_timeout: float = 10.0
+    #: When a peer breaks the protocol (RFC 6455 §7.1.7), how long (s) the app gets to
+    #: answer the messages that arrived before the bad frame before our Close goes out
+    #: (it goes as soon as the app is back in receive()). 1 s: an echo or a lookup
+    #: answers well within it, and a broken peer holds its slot no longer than that.
+    #: 0: the Close goes out at once and those answers are lost.
+    ws_fail_grace: float = 1.0
     #: Received messages queued per connection before reading pauses (backpressure).
     ws_max_queue: int = 32
     #: permessage-deflate settings, None to switch compression off.

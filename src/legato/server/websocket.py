@@ -5,7 +5,13 @@ transport, with keepalive, close timeout, backpressure both ways, and the ASGI
 States (``phase``)::
 
     CONNECTING ──accept──▶ OPEN ──app or peer closes──▶ CLOSING ──▶ CLOSED
+        │                   └──peer breaks the protocol──▶ (failing) ──▶ CLOSED
         └──close / denial response / error──▶ HTTP response ──▶ CLOSED
+
+Failing (RFC 6455 §7.1.7; the engine's FAILING, the phase stays OPEN): the messages
+that arrived before the bad frame are still delivered and answered; our Close with the
+failure's code follows once the app is back in receive() with nothing left to answer,
+or after ``ws_fail_grace`` seconds, whichever comes first.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ..protocol import (
     ConnectionLost,
     Headers,
     Pong,
+    State,
     TextMessage,
     UpgradeRequest,
 )
@@ -75,6 +82,8 @@ class WebSocketSession:
         self._reading_paused = False
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+        # The closing's deadline: for the peer's Close after ours, or (failing) for the
+        # app's answers before our Close.
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._denial: list[bytes] | None = None
@@ -164,6 +173,8 @@ class WebSocketSession:
                 self.http.resume_ws_reading()
             return event
         if self._close_code is not None:
+            if self._failing:
+                self._fail_close()  # the app answered every message before the bad frame
             return self._disconnect_event()
         # Nothing queued: _process hands the next event straight to this future.
         waiter = self._waiter = self.loop.create_future()
@@ -271,7 +282,9 @@ class WebSocketSession:
         accepted = self.http.state.handshake.accept(
             self.offer, subprotocol=subprotocol, headers=headers)
         response = accepted.response()  # raises for invalid headers: still CONNECTING
-        self.conn = accepted.connection(max_message_size=limit)
+        # ws_fail_grace > 0: a peer's protocol error holds our Close (see _failed).
+        self.conn = accepted.connection(max_message_size=limit,
+                                        hold_fail_close=self.config.ws_fail_grace > 0)
         self.phase = Phase.OPEN
         self.http.write(response)
         self._schedule_ping()
@@ -347,8 +360,10 @@ class WebSocketSession:
                 if isinstance(event, Pong):
                     if event.payload == self._ping_payload:
                         self._pong_received()
-                elif isinstance(event, (CloseReceived, ConnectionFailed)):
+                elif isinstance(event, CloseReceived):
                     self._ended(event.code, event.reason)
+                elif isinstance(event, ConnectionFailed):
+                    self._failed(event.code, event.reason)
                 elif isinstance(event, ConnectionLost):
                     self._ended(1006, "")
                 continue
@@ -384,6 +399,48 @@ class WebSocketSession:
         self.on_writable = self.on_paused = None
         self._wake()
 
+    def _failed(self, code: int, reason: str) -> None:
+        """The peer broke the protocol (RFC 6455 §7.1.7): nothing after the bad frame is
+        read. The messages before it are the app's (queued or being answered): their
+        answers go out before the Close (losing them is what the Autobahn suite rates
+        NON-STRICT), which waits for the app's next receive() or the deadline."""
+        if not self._failing:  # ws_fail_grace = 0: the engine sent its Close already
+            self._ended(code, reason)
+            return
+        self._close_code = code  # what receive() reports, whatever ends the connection
+        self._close_reason = reason
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._fail_close()  # waiting in receive(): the app has nothing to answer
+            return
+        self._closing()  # the hub stops writing to this connection
+        self._cancel_ping()
+        self._close_timer = self.loop.call_later(self.config.ws_fail_grace,
+                                                 self._fail_timed_out)
+
+    @property
+    def _failing(self) -> bool:
+        """The peer broke the protocol and our Close waits for the app's answers."""
+        conn = self.conn
+        return conn is not None and conn.state is State.FAILING
+
+    def _fail_close(self) -> None:
+        """Send the Close held since the failure (after the answers written before it,
+        which share the writer) and close TCP: §7.1.7 closes at once, no handshake."""
+        conn = self.conn
+        assert conn is not None and conn.failure is not None
+        conn.send_fail_close()
+        self.http.write(conn.data_to_send())
+        self.http.close_transport()
+        self._ended(conn.failure.close_code, conn.failure.reason)
+
+    def _fail_timed_out(self) -> None:
+        """The app did not come back for the disconnect in time: close without it (what
+        it still sends is dropped; receive() still returns the messages queued first)."""
+        self._close_timer = None
+        if self._failing:
+            self._fail_close()
+
     def connection_lost(self) -> None:
         # An EOF only ends the connection (messages were queued as they arrived), so the
         # engine's ConnectionLost event needs no handling beyond this.
@@ -406,6 +463,9 @@ class WebSocketSession:
     def _send_close(self, code: int, reason: str) -> None:
         conn = self.conn
         if conn is None or self.phase is not Phase.OPEN:
+            return
+        if conn.state is State.FAILING:
+            self._fail_close()  # the peer must learn why: the failure's code, not ours
             return
         conn.send_close(code, reason)
         self.phase = Phase.CLOSING
