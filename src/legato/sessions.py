@@ -9,6 +9,10 @@ encrypted — keep secrets out) and that it must fit a cookie (browsers drop coo
 A cookie that is missing, tampered with, expired or not JSON loads as an empty session:
 the client sent garbage or something stale, and the answer is a fresh session, not an
 error page. The cookie is written back only when the session was changed.
+
+A WebSocket can carry the cookie only in its 101 response, so once the handshake is
+accepted its session is *sealed*: a change then raises :class:`SessionSealed` at the
+line that makes it, instead of being lost without a word.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from . import jsoncodec
 from .datastructures import format_set_cookie
 
-__all__ = ["Session", "SessionCodec"]
+__all__ = ["Session", "SessionCodec", "SessionSealed", "SEALED_AFTER_ACCEPT"]
 
 logger = logging.getLogger("legato.sessions")
 
@@ -30,24 +34,50 @@ logger = logging.getLogger("legato.sessions")
 COOKIE_LIMIT = 4096
 
 
+#: Why a WebSocket's session cannot change once the connection is accepted.
+SEALED_AFTER_ACCEPT = (
+    "ws.session cannot change after the WebSocket is accepted: the session cookie "
+    "travels only in the 101 response, so this change would be lost. Change it before "
+    "accept (in on_connect, in a before_request(websocket=True) hook, or in a handler "
+    "with auto_accept=False before ws.accept()), or over an HTTP request "
+    "(docs/framework.md, Sessions)")
+
+
+class SessionSealed(RuntimeError):
+    """A change to a session that can no longer reach the client's cookie."""
+
+
 class Session(dict[str, Any]):
     """A dict that remembers whether it was changed (``modified``), so unchanged
-    sessions cost no Set-Cookie header."""
+    sessions cost no Set-Cookie header; :meth:`seal` makes every later change an
+    error."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modified = False
+        #: Why the session can no longer change (None: it can).
+        self.sealed: str | None = None
+
+    def seal(self, reason: str) -> None:
+        """From now on a change raises :class:`SessionSealed` with ``reason``."""
+        self.sealed = reason
+
+    def _change(self) -> None:
+        if self.sealed is not None:
+            raise SessionSealed(self.sealed)
+        self.modified = True
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.modified = True
+        self._change()
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self.modified = True
+        if key in self:
+            self._change()
         super().__delitem__(key)
 
     def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
-        self.modified = True
+        self._change()
         super().__ior__(other)
         return self
 
@@ -56,26 +86,27 @@ class Session(dict[str, Any]):
 
     def clear(self) -> None:
         if self:
-            self.modified = True
+            self._change()
         super().clear()
 
     def pop(self, key: str, *default: Any) -> Any:
         if key in self:
-            self.modified = True
+            self._change()
         return super().pop(key, *default)
 
     def popitem(self) -> tuple[str, Any]:
-        item = super().popitem()
-        self.modified = True
-        return item
+        if self:
+            self._change()
+        return super().popitem()
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:
-            self.modified = True
+            self._change()
         return super().setdefault(key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        self.modified = True
+        if args or kwargs:
+            self._change()
         super().update(*args, **kwargs)
 
 

@@ -24,6 +24,7 @@ from .origins import refused_cross_site
 from .params import fill_path_params
 from .providers import Context, call_plan
 from .routing import Route
+from .sessions import SEALED_AFTER_ACCEPT, Session
 from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
 
 if TYPE_CHECKING:
@@ -165,7 +166,17 @@ def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
             raise HTTPError(403, "origin not allowed")
     app.load_session(ws.scope)
     if app.sessions is not None:
-        ws.accept_headers = lambda: app.session_headers(ws.scope)
+        ws.accept_headers = lambda: _session_cookie(app, ws.scope)
+
+
+def _session_cookie(app: App, scope: dict[str, Any]) -> list[tuple[str, str]]:
+    """At accept: the session's Set-Cookie for the 101, its only chance to reach the
+    client; then the session is sealed, so a later change fails where it is made."""
+    headers = app.session_headers(scope)
+    session = scope.get("session")
+    if isinstance(session, Session):
+        session.seal(SEALED_AFTER_ACCEPT)
+    return headers
 
 
 async def _on_connect(app: App, ws: WebSocket, ctx: Context, callback: Any) -> None:
