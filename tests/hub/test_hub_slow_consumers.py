@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 from legato import App, WebSocket
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "framework"))
-from live import serve_legato  # noqa: E402
+from live import MODES, client_for, serve_legato  # noqa: E402
 
 MESSAGE = "x" * 32_000
 COUNT = 300  # ~9.6 MB: far more than a stalled socket's buffers hold
@@ -249,3 +249,235 @@ def stats_closed(data: bytes) -> int:
     codes = [int.from_bytes(payload[:2], "big") for opcode, payload in server_frames(data)
              if opcode == 0x8 and len(payload) >= 2]
     return codes[-1] if codes else 0
+
+
+# ------------------------------------------------- one connection, several topics
+
+
+@pytest.fixture(params=["memory", "redis"])
+def hub_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url = request.getfixturevalue("redis_url")
+    return f"{url}/0?prefix={request.getfixturevalue('prefix')}"
+
+
+def topics_app(hub_url: str, **options: Any) -> App:
+    """``/multi?topics=a,b``: subscribes to each topic in that order (the first one's
+    settings must not rule the others); ``/feed/{topic}?count=&keys=``: a live feed of
+    numbered messages, keyed ``k0``..``k{keys-1}`` when ``keys`` is given."""
+    app = App(hub=hub_url, hub_envelope=False, **options)
+
+    @app.websocket("/multi")
+    async def multi(ws: WebSocket, topics: str) -> None:
+        for topic in topics.split(","):
+            await app.hub.subscribe(ws, topic)
+        await ws.send_text("subscribed")
+        await ws.wait_closed()
+
+    @app.post("/feed/{topic}")
+    async def feed(topic: str, count: int, keys: int = 0) -> dict[str, int]:
+        for n in range(count):
+            key = f"k{n % keys}" if keys else None
+            await app.hub.publish(topic, f"{n:05d}{key or '--'}{MESSAGE}", key=key)
+            await asyncio.sleep(0.001)  # a live feed (see hub_app)
+        return {"published": count}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return app.hub.stats()
+
+    return app
+
+
+def stalled_on(port: int, path: str) -> socket.socket:
+    """stalled_subscriber() on any route that sends "subscribed" when it is ready."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    seen = b""
+    while b"subscribed" not in seen:
+        chunk = sock.recv(1)
+        assert chunk
+        seen += chunk
+    return sock
+
+
+def read_until_quiet(sock: socket.socket, quiet: float = 2.0) -> bytes:
+    """What the server sent from here on, until the socket closes or stays quiet."""
+    sock.settimeout(quiet)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+def feed(port: int, topic: str, count: int, keys: int = 0) -> None:
+    import httpx
+
+    response = httpx.post(f"http://127.0.0.1:{port}/feed/{topic}",
+                          params={"count": count, "keys": keys}, timeout=60)
+    assert response.json() == {"published": count}
+
+
+def test_P3_each_topic_keeps_its_own_slow_consumer_policy(hub_url: str) -> None:
+    """Subscribed to a "drop_newest" topic first and a "latest" one second, a stalled
+    connection still keeps the newest message of every key of the "latest" topic (the
+    first topic's policy used to rule the whole buffer and drop them)."""
+    app = topics_app(hub_url)
+    app.hub.configure("plain", policy="drop_newest", buffer=8)
+    app.hub.configure("prices", policy="latest")
+    with serve_legato(app) as port:
+        slow = stalled_on(port, "/multi?topics=plain,prices")
+        try:
+            feed(port, "plain", COUNT)
+            feed(port, "prices", COUNT, keys=KEYS)
+            numbers = stats(port)
+            assert numbers["dropped"] > 0
+            # Each lane is bounded by its own topic: 8 plain + one per key of prices.
+            assert numbers["max_queue_depth"] <= 8 + KEYS
+            data = read_until_quiet(slow)
+        finally:
+            slow.close()
+    payloads = [p.decode()[:7] for p in text_payloads(data)]
+    prices = [int(p[:5]) for p in payloads if p[5:7] != "--"]
+    assert prices == sorted(prices)  # in order, nothing twice
+    for k in range(KEYS):
+        newest = max(n for n in range(COUNT) if n % KEYS == k)
+        assert newest in prices, f"key k{k} lost its newest message {newest}"
+    plain = [int(p[:5]) for p in payloads if p[5:7] == "--"]
+    # drop_newest on "plain": what got through is a prefix of the feed, in order.
+    assert plain == list(range(len(plain))) and len(plain) < COUNT
+
+
+@pytest.mark.parametrize("order", ["strict,calm", "calm,strict"])
+def test_P3_only_the_topic_whose_policy_is_close_closes_with_its_own_code(
+        hub_url: str, order: str) -> None:
+    """"strict" closes with 1008 when its lane is full; "calm" drops its oldest. A
+    backlog of "calm" messages never closes the connection, whichever topic came
+    first; a backlog of "strict" ones closes it with 1008, not the hub's 1013."""
+    app = topics_app(hub_url)
+    app.hub.configure("strict", policy="close", buffer=4, close_code=1008)
+    app.hub.configure("calm", policy="drop_oldest", buffer=4)
+    with serve_legato(app) as port:
+        slow = stalled_on(port, f"/multi?topics={order}")
+        try:
+            feed(port, "calm", COUNT // 2)
+            assert stats(port)["dropped"] > 0
+            assert stats(port)["subscriptions"] == 2  # not closed: still on both topics
+            feed(port, "strict", COUNT // 2)
+            data = read_until_quiet(slow, quiet=10)
+        finally:
+            slow.close()
+    assert stats_closed(data) == 1008
+
+
+# ----------------------------------------------------------- a burst, no yielding
+
+BURST = 3000
+SMALL = "y" * 4000  # 3000 of them: 12 MB, far beyond any socket's buffers
+
+
+def burst_app(hub_url: str, buffer: int) -> App:
+    app = topics_app(hub_url, hub_buffer=buffer)
+
+    @app.post("/burst/{topic}")
+    async def burst(topic: str) -> dict[str, int]:
+        # The memory backend's publish() never suspends: this loop does not yield
+        # until it is done (a synchronous burst); Redis round trips let it yield.
+        for n in range(BURST):
+            await app.hub.publish(topic, f"{n:05d}{SMALL}")
+        return {"published": BURST}
+
+    @app.get("/buffered")
+    async def buffered() -> list[int]:
+        # Bytes waiting in each subscriber's transport (beyond its high-water mark
+        # only while it is not reading).
+        return [o.http.transport.get_write_buffer_size() for o in app.hub._outboxes.values()
+                if o.http is not None and o.http.transport is not None]
+
+    return app
+
+
+def test_P3_a_burst_that_never_yields_grows_no_stalled_subscriber_past_its_buffer(
+        hub_url: str) -> None:
+    """The deliveries a loop iteration gathers go out in slices of at most the topic's
+    buffer: a stalled subscriber's transport holds at most one slice beyond its
+    high-water mark (the whole burst, joined into one write, used to land there), its
+    outbox at most its buffer; the rest is dropped by its policy, counted."""
+    import httpx
+
+    buffer = 32
+    with serve_legato(burst_app(hub_url, buffer)) as port:
+        slow = stalled_on(port, "/multi?topics=news")
+        try:
+            response = httpx.post(f"http://127.0.0.1:{port}/burst/news", timeout=60)
+            assert response.json() == {"published": BURST}
+            numbers = stats(port)
+            assert numbers["max_queue_depth"] <= buffer
+            assert numbers["dropped"] > 0
+            frame = len(SMALL) + 5 + 4  # payload + number + header
+            (held,) = httpx.get(f"http://127.0.0.1:{port}/buffered", timeout=5).json()
+            assert held <= 64 * 1024 + buffer * frame, held
+            data = read_until_quiet(slow)
+        finally:
+            slow.close()
+    received = [int(p[:5]) for p in text_payloads(data)]
+    assert received == sorted(received)
+    assert received[-1] == BURST - 1  # drop_oldest: the newest is never lost
+    assert len(received) + numbers["dropped"] == BURST  # each one sent or counted
+
+
+def test_P7_a_stalled_subscriber_counts_exactly_the_frames_it_was_sent(
+        hub_url: str) -> None:
+    """messages_out/bytes_out of a subscriber that stalled and read again: what went
+    straight out, what its outbox flushed when the socket drained, not what its policy
+    dropped."""
+    import httpx
+
+    with serve_legato(topics_app(hub_url, metrics=True, hub_buffer=16)) as port:
+        slow = stalled_on(port, "/multi?topics=news")
+        try:
+            feed(port, "news", COUNT)
+            assert stats(port)["dropped"] > 0
+            payloads = text_payloads(read_until_quiet(slow))
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        finally:
+            slow.close()
+    sent = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
+            if line.startswith("legato_websocket_") and 'route="/multi"' in line}
+    assert sent['legato_websocket_messages_out_total{route="/multi"}'] == 1 + len(payloads)
+    assert sent['legato_websocket_bytes_out_total{route="/multi"}'] == \
+        len("subscribed") + sum(len(p) for p in payloads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_P3_a_burst_that_never_yields_keeps_every_subscriber_within_its_buffer(
+        hub_url: str, mode: str) -> None:
+    """On every entry point (under other servers the outbox's sender task writes): a
+    reading subscriber of a burst gets the messages in order, the newest last, each one
+    either sent or dropped by the policy and counted, never more than its buffer
+    waiting."""
+    buffer = 32
+    with client_for(mode, burst_app(hub_url, buffer)) as client:
+        with client.websocket_connect("/multi?topics=news") as ws:
+            assert ws.receive_text() == "subscribed"
+            assert client.post("/burst/news").json() == {"published": BURST}
+            received = [int(ws.receive_text()[:5])]
+            while received[-1] != BURST - 1:
+                received.append(int(ws.receive_text()[:5]))
+            numbers = client.get("/stats").json()
+    assert received == sorted(received)
+    assert len(received) + numbers["dropped"] == BURST
+    assert numbers["max_queue_depth"] <= buffer

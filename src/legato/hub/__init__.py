@@ -34,7 +34,7 @@ from ..exceptions import HistoryGap, HTTPError
 from ..server.direct import send_all
 from ..typed import dump_value
 from .backend import Backend, Gap, HubUnavailable, LocalIds, MemoryBackend, id_key
-from .outbox import POLICIES, Delivery, Outbox
+from .outbox import BATCH_LIMIT, POLICIES, Batch, Delivery, Outbox, count_sent
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
@@ -133,10 +133,14 @@ class Hub:
         self._members: dict[tuple[Any, str], str] = {}
         self._started = False
         self._starting: asyncio.Lock | None = None
-        # Deliveries of this loop iteration by topic, written by one _flush callback.
-        self._batches: dict[str, list[Delivery]] = {}
+        # Deliveries of this loop iteration by topic, written by one _flush callback
+        # (or earlier, by _write_batch, once a topic's batch is full).
+        self._batches: dict[str, Batch] = {}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
+        # Set by the first outbox whose route counts messages (P7): until then, and
+        # with metrics off, a broadcast does no counting per subscriber.
+        self._metered = False
         self.process_id = uuid4().hex[:12]
         # P7 counters.
         self.published = 0
@@ -265,20 +269,38 @@ class Hub:
         self._flush_scheduled = False
         batches, self._batches = self._batches, {}
         for topic, items in batches.items():
-            outboxes = self._subscribers.get(topic)
-            if not outboxes:
-                continue
-            data = items[0].frame if len(items) == 1 else b"".join([i.frame for i in items])
-            self.delivered_messages += len(items) * len(outboxes)
-            # The hot loop of every broadcast (fanout.py); the rest are queued.
-            slow = send_all(list(outboxes), data)
-            if slow is not None:
-                for outbox in slow:
-                    for item in items:
-                        outbox.deliver(item)
+            self._write_batch(topic, items)
         dirty, self._dirty = self._dirty, []
         for outbox in dirty:
             outbox.write_pending()
+
+    def _write_batch(self, topic: str, items: list[Delivery]) -> None:
+        """One topic's batch to all its subscribers: one joined write to each that keeps
+        up, the rest through their outboxes (queued under their topics' policies)."""
+        outboxes = self._subscribers.get(topic)
+        if not outboxes:
+            return
+        data = items[0].frame if len(items) == 1 else b"".join([i.frame for i in items])
+        self.delivered_messages += len(items) * len(outboxes)
+        targets = list(outboxes)
+        # The hot loop of every broadcast (fanout.py); the rest are queued.
+        slow = send_all(targets, data)
+        if self._metered:
+            self._count_written(targets, slow, items)
+        if slow is not None:
+            for outbox in slow:
+                for item in items:
+                    outbox.deliver(item)
+
+    @staticmethod
+    def _count_written(targets: list[Outbox], slow: list[Outbox] | None,
+                       items: list[Delivery]) -> None:
+        """P7: what send_all wrote counts in each subscriber's route metrics (the slow
+        ones count when their outbox writes)."""
+        skipped = set(slow) if slow else ()
+        for outbox in targets:
+            if outbox.metrics is not None and outbox not in skipped:
+                count_sent(outbox.metrics, items)
 
     def _deliver(self, topic: str, message_id: str, payload: str | bytes,
                  key: str | None = None) -> None:
@@ -289,10 +311,16 @@ class Hub:
         item = Delivery(topic, message_id, self._data_for(topic, message_id, payload), key)
         batch = self._batches.get(topic)
         if batch is None:
-            self._batches[topic] = [item]
+            limit = min(BATCH_LIMIT, max(1, self.settings(topic).buffer))
+            batch = self._batches[topic] = Batch(item, limit)
             self._schedule_flush()
         else:
             batch.append(item)
+        if len(batch) >= batch.limit:
+            # P3: a publisher that does not yield (a burst) is written in slices, so a
+            # slow subscriber's transport pauses before more than one slice lands
+            # beyond its high-water mark; the rest meet its topic's policy.
+            self._write_batch(topic, self._batches.pop(topic))
 
     # ------------------------------------------------------------- subscriptions
 
@@ -314,10 +342,11 @@ class Hub:
         return Subscription(self, ws, topic, since, presence, on_gap)
 
     def _outbox(self, ws: WebSocket, topic: str) -> Outbox:
+        """The connection's outbox; each topic's own settings apply to its messages in it
+        (outbox.Lane), so it does not matter which topic came first."""
         outbox = self._outboxes.get(ws)
         if outbox is None:
-            s = self.settings(topic)
-            outbox = self._outboxes[ws] = Outbox(ws, self, s.buffer, s.policy, s.close_code)
+            outbox = self._outboxes[ws] = Outbox(ws, self)
         return outbox
 
     async def _subscribe(self, sub: Subscription) -> None:
