@@ -1,8 +1,15 @@
 """P7 metrics: per-route WebSocket and HTTP counters and the hub's gauges, as Prometheus
 text at ``/metrics`` when ``App(metrics=True)``.
 
-Counting is off by default: with it off, the per-message path checks one attribute.
-Byte counts are payload bytes (UTF-8 for text), not frame overhead.
+Counting is off by default: with it off, the per-message path checks one attribute
+(and a broadcast one flag of the hub, not one per subscriber). Byte counts are payload
+bytes (UTF-8 for text), not frame overhead.
+
+``messages_out``/``bytes_out`` count every message a connection sends, whoever sent it:
+its handler, and the hub's deliveries, however they were written (legato's broadcast
+loop in C, a backlog flushed when the socket drained, the sender task under other ASGI
+servers, the history a ``since=`` resume replays). What a slow consumer's policy dropped
+is not counted there but in ``legato_hub_dropped_total``.
 """
 
 from __future__ import annotations
@@ -73,9 +80,9 @@ def render(app: App) -> str:
     per_route = [("open", "gauge", "WebSocket connections open now"),
                  ("opened", "counter", "WebSocket connections accepted"),
                  ("messages_in", "counter", "WebSocket messages received"),
-                 ("messages_out", "counter", "WebSocket messages sent by handlers"),
+                 ("messages_out", "counter", "WebSocket messages sent (handlers and hub)"),
                  ("bytes_in", "counter", "WebSocket payload bytes received"),
-                 ("bytes_out", "counter", "WebSocket payload bytes sent by handlers")]
+                 ("bytes_out", "counter", "WebSocket payload bytes sent (handlers and hub)")]
     for attr, kind, helptext in per_route:
         suffix = "_total" if kind == "counter" else ""
         family(f"legato_websocket_{attr}{suffix}", kind, helptext,
