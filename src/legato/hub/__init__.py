@@ -417,6 +417,7 @@ class Hub:
                 outbox.deliver(item)
         # Written before subscribe() returns: what the handler sends next comes after.
         outbox.write_pending()
+        await outbox.written()  # other ASGI servers: the sender task writes it
 
     def _resume_gap(self, gap: Gap) -> None:
         """Counted with the backend's gaps (one counter: messages someone missed)."""

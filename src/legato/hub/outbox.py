@@ -170,8 +170,8 @@ class Outbox:
     """The hub's side of one WebSocket: its topics, its queue (lanes), its counters."""
 
     __slots__ = ("ws", "hub", "topics", "lanes", "queued", "seq", "dropped", "delivered",
-                 "peak", "metrics", "_session", "_sender", "closed", "pending", "fast",
-                 "http")
+                 "peak", "metrics", "_session", "_sender", "_waiters", "closed", "pending",
+                 "fast", "http")
 
     def __init__(self, ws: WebSocket, hub: Hub) -> None:
         self.ws = ws
@@ -194,6 +194,8 @@ class Outbox:
         #: BATCH_LIMIT of them.
         self.pending: list[Delivery] | None = None
         self._sender: asyncio.Task[None] | None = None
+        #: written()'s waiters: (the seq they wait for, their future).
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         session = ws.scope.get("extensions", {}).get("legato.websocket", {}).get("session")
         self._session = session
         #: The connection's writer (legato.server.direct) while frames may go straight
@@ -336,6 +338,32 @@ class Outbox:
                 count_sent(metrics, [item])
         self._restore_fast()
 
+    async def written(self) -> None:
+        """Wait until what is queued now has been sent (or dropped by its policy).
+
+        A ``since=`` replay's promise, that what the handler sends after ``subscribe()``
+        comes after the replay, on every server: on legato's server write_pending() has
+        written it already; under other ASGI servers the sender task writes it, and
+        this waits for it (not for messages queued later).
+        """
+        if self._sender is None or self.closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((self.seq, waiter))
+        await waiter
+
+    def _wake_writers(self, done: bool = False) -> None:
+        """Release the written() waiters whose messages have all left the queue."""
+        head = 0 if done or not self.queued else \
+            min(lane.head() for lane in self.lanes.values())
+        waiting = []
+        for seq, waiter in self._waiters:
+            if head and head <= seq:
+                waiting.append((seq, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._waiters = waiting
+
     async def _send_queued(self) -> None:
         """Other servers: one sender while there is something to send (ws.send_* counts
         what it sends in the route's metrics)."""
@@ -350,10 +378,14 @@ class Outbox:
                 else:
                     await self.ws.send_bytes(data)
                 self.delivered += 1
+                if self._waiters:
+                    self._wake_writers()
         except (WebSocketDisconnect, RuntimeError):
             self.hub._gone(self)
         finally:
             self._sender = None
+            if self._waiters:
+                self._wake_writers(done=True)
 
     def close(self) -> None:
         self.closed = True
@@ -365,3 +397,5 @@ class Outbox:
         if self._sender is not None:
             self._sender.cancel()
             self._sender = None
+        if self._waiters:
+            self._wake_writers(done=True)  # a sender cancelled before it ran wakes none
