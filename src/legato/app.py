@@ -17,16 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from .exceptions import HTTPError, MethodNotAllowed, NotFound
-from .params import (
-    AnnotationError,
-    Param,
-    Plan,
-    build_plan,
-    check_annotations,
-    is_model_type,
-    resolve_hints,
-    unwrap_optional,
-)
+from .annotations import caller_namespace, check_deferred, check_registered, hints_of
+from .params import BY_NAME, Param, Plan, build_plan, is_model_type, unwrap_optional
 from .providers import Context, Providers, call_plan
 from .routing import Mount, Route, Router, WebSocketOptions
 from .http_endpoint import respond_error, serve_http
@@ -102,8 +94,8 @@ class App:
         self.exception_handlers: list[tuple[type[BaseException], Callable[..., Any]]] = []
         self._plans: dict[Any, Plan] = {}
         #: Functions registered while an annotation named something not defined yet
-        #: (a forward reference?): checked again at startup (params.check_annotations).
-        self._unresolved: list[tuple[Callable[..., Any], str]] = []
+        #: (a forward reference?): checked again at startup (annotations.py).
+        self._unresolved: list[tuple[Callable[..., Any], str, tuple[str, ...], Any]] = []
         self._settings: dict[int, WebSocketOptions] = {}
         self._endpoints: dict[Route, WebSocketEndpoint] = {}
         self.sessions: Any = None
@@ -199,7 +191,7 @@ class App:
             options["allowed_origins"] = _origin_list(options["allowed_origins"])
         for key in ("on_connect", "on_disconnect", "on_close"):
             if callable(options.get(key)):
-                self._check_annotations(options[key], f"{key} callback")
+                self._check_annotations(options[key], f"{key} callback", ("code", "reason"))
         known = {f.name for f in dataclasses.fields(WebSocketOptions)}
         unknown = set(options) - known
         if unknown:
@@ -238,7 +230,7 @@ class App:
     def after_request(self, func: F) -> F:
         """Run after HTTP handlers with ``(request, response)``; returning a Response
         replaces it."""
-        self._check_annotations(func, "after_request hook")
+        self._check_annotations(func, "after_request hook", ("response",))
         self.after_hooks.append(func)
         return func
 
@@ -274,7 +266,7 @@ class App:
     def exception_handler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
         """Answer ``exc_type`` (and subclasses) with ``handler(request, exc)``'s value."""
         def register(func: F) -> F:
-            self._check_annotations(func, "exception handler")
+            self._check_annotations(func, "exception handler", ("exc", "error"))
             self.exception_handlers.append((exc_type, func))
             return func
 
@@ -291,17 +283,24 @@ class App:
 
     # ------------------------------------------------------------------- plumbing
 
-    def _check_annotations(self, func: Callable[..., Any], what: str) -> None:
+    def _check_annotations(self, func: Callable[..., Any], what: str,
+                           extras: tuple[str, ...] = ()) -> None:
         """An annotation that cannot resolve fails here, at registration; one naming
         what is not defined yet (a class further down the module?) is checked again
         at startup and at first use, and fails there with the same message."""
-        if not check_annotations(func, what):
-            self._unresolved.append((func, what))
+        localns = caller_namespace(func)
+        if not check_registered(func, what, decided_by_name=self._named(extras),
+                                localns=localns):
+            self._unresolved.append((func, what, extras, localns))
+
+    def _named(self, extras: tuple[str, ...]) -> set[str]:
+        """Parameters filled by name, whatever their annotation says."""
+        return {*BY_NAME, *extras, *self.providers.by_name}
 
     def _check_unresolved(self) -> None:
         while self._unresolved:
-            func, what = self._unresolved[0]
-            resolve_hints(func, what)  # AnnotationError: startup fails with it
+            func, what, extras, localns = self._unresolved[0]
+            check_deferred(func, what, decided_by_name=self._named(extras), localns=localns)
             self._unresolved.pop(0)
 
     def plan_for(self, route: Route) -> Plan:
@@ -636,10 +635,8 @@ class App:
 def _declares_websocket(func: Callable[..., Any]) -> bool:
     from .websocket import WebSocket  # noqa: PLC0415
 
-    try:  # resolved: ``ws: WebSocket | None = None`` under ``from __future__ import annotations``
-        hints = resolve_hints(func)
-    except AnnotationError:
-        hints = {}  # a name not defined yet: by parameter name until then
+    # Evaluated: ``ws: WebSocket | None = None`` under ``from __future__ import annotations``
+    hints = hints_of(func).resolved
     for p in inspect.signature(func).parameters.values():
         if p.name == "websocket":
             return True

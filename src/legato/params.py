@@ -17,22 +17,15 @@ Values convert to ``str``, ``int``, ``float``, ``bool``, ``UUID``, enums and
 ``Optional``/``X | None`` of those. A value that does not convert raises
 :class:`ParameterError`, answered with 400 naming the parameter (R1).
 
-An annotation that does not resolve (``n: itn``, a missing import, under
-``from __future__ import annotations`` where nothing evaluates it at ``def`` time) is
-never read as ``str``: :class:`AnnotationError` names the function and the parameter.
-The App checks at registration. A name not defined *yet*, while the handler's module
-is still being imported (or is the script being run), may be a class further down the
-module (a forward reference): that one is checked again at startup and at first use,
-and raised there with the same message (:func:`check_annotations`).
+Annotations are evaluated by annotations.py: one that does not resolve (``n: itn``)
+raises ``AnnotationError`` naming the function and the parameter, unless the parameter's
+value does not depend on it (filled by name: the WebSocket, the request, a provider...).
 """
 
 from __future__ import annotations
 
-import builtins
-import difflib
 import enum
 import inspect
-import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -41,11 +34,12 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
+from .annotations import AnnotationError, annotation_error, hints_of
 from .exceptions import BadRequest
 
 __all__ = ["Plan", "Param", "Kind", "ParameterError", "AnnotationError", "build_plan",
-           "resolve_hints", "check_annotations", "converter_for", "is_model_type",
-           "unwrap_optional", "fill_path_params", "EMPTY"]
+           "converter_for", "is_model_type", "unwrap_optional", "fill_path_params",
+           "EMPTY", "BY_NAME"]
 
 EMPTY: Any = inspect.Parameter.empty
 
@@ -62,85 +56,6 @@ class ParameterError(BadRequest):
         super().__init__(f"{where} parameter {name!r}: {problem}")
         self.where = where
         self.name = name
-
-
-class AnnotationError(NameError):
-    """A parameter annotation of a handler, hook, provider or callback does not resolve
-    (a typo, a missing import): a bug in the app, raised before any request meets it."""
-
-
-def resolve_hints(func: Callable[..., Any], what: str = "handler") -> dict[str, Any]:
-    """``func``'s annotations, evaluated; :class:`AnnotationError` naming ``func`` and
-    the parameter when one does not resolve (instead of a silent ``str``)."""
-    try:
-        if hasattr(func, "__annotations__"):
-            return typing.get_type_hints(func)
-        # A callable object or a partial: its signature knows the function's globals.
-        return {name: p.annotation for name, p in
-                inspect.signature(func, eval_str=True).parameters.items()
-                if p.annotation is not EMPTY}
-    except Exception as exc:  # noqa: BLE001 - any failure to evaluate is the app's bug
-        raise _annotation_error(func, what, exc) from None
-
-
-def check_annotations(func: Callable[..., Any], what: str) -> bool:
-    """At registration: True when every annotation resolves; False when a name is not
-    defined yet while ``func``'s module is still being executed (maybe a class further
-    down: check again later with :func:`resolve_hints`); :class:`AnnotationError` for
-    one that never can resolve (a syntax error, a name its finished module lacks)."""
-    try:
-        resolve_hints(func, what)
-    except AnnotationError as exc:
-        if exc.name is not None and _module_still_running(func):
-            return False
-        raise
-    return True
-
-
-def _module_still_running(func: Callable[..., Any]) -> bool:
-    """Whether the module that defines ``func`` may still define more names: it is
-    being imported (importlib marks its spec ``_initializing`` until the body has
-    run) or it is the script being run (``__main__``). Unknown counts as running."""
-    name = getattr(inspect.unwrap(getattr(func, "func", func)), "__module__", None)
-    module = sys.modules.get(name or "")
-    if module is None or name == "__main__" or module.__spec__ is None:
-        return True
-    return bool(getattr(module.__spec__, "_initializing", False))
-
-
-def _annotation_error(func: Callable[..., Any], what: str,
-                      exc: BaseException) -> AnnotationError:
-    name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
-    parameter, annotation = _failing_annotation(func)
-    problem = f"{type(exc).__name__}: {exc}"
-    missing = getattr(exc, "name", None) if isinstance(exc, NameError) else None
-    if missing:
-        types_known = [n for n, v in [*vars(builtins).items(), *_globals_of(func).items()]
-                       if isinstance(v, type) or getattr(v, "__module__", "") == "typing"]
-        close = difflib.get_close_matches(missing, types_known, n=1)
-        problem = f"{missing!r} is not defined" + (f" (did you mean {close[0]!r}?)"
-                                                   if close else " (a missing import?)")
-    where = f"parameter {parameter!r} is annotated {annotation!r}: " if parameter else ""
-    return AnnotationError(f"{what} {name}: {where}{problem}", name=missing)
-
-
-def _globals_of(func: Callable[..., Any]) -> dict[str, Any]:
-    target = inspect.unwrap(getattr(func, "func", func))  # a partial's function
-    return dict(getattr(target, "__globals__", {}))
-
-
-def _failing_annotation(func: Callable[..., Any]) -> tuple[str | None, Any]:
-    """The first parameter whose annotation does not evaluate, and that annotation."""
-    namespace = _globals_of(func)
-    for name, annotation in dict(getattr(func, "__annotations__", None) or {}).items():
-        if name == "return":
-            continue
-        try:
-            typing.get_type_hints(types.SimpleNamespace(__annotations__={name: annotation}),
-                                  globalns=namespace)
-        except Exception:  # noqa: BLE001 - this is the one
-            return name, annotation
-    return None, None
 
 
 class Kind(enum.Enum):
@@ -284,7 +199,8 @@ def is_model_type(tp: Any) -> bool:
     return hasattr(tp, "model_validate") and hasattr(tp, "model_fields")
 
 
-_BY_NAME = {
+#: Parameters filled by their name alone (their annotation may be anything).
+BY_NAME = {
     "ws": Kind.WEBSOCKET, "websocket": Kind.WEBSOCKET, "request": Kind.REQUEST,
     "req": Kind.REQUEST, "scope": Kind.SCOPE, "receiver": Kind.RECEIVER,
     "session": Kind.SESSION, "app": Kind.APP,
@@ -302,12 +218,12 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
     from .requests import Request  # noqa: PLC0415 - these import the framework
     from .websocket import WebSocket  # noqa: PLC0415
 
-    hints = resolve_hints(func)
+    hints = hints_of(func)
     pattern_types = dict(path_names or {})
     providers = providers or {}
     params: list[Param] = []
     for p in inspect.signature(func).parameters.values():
-        ann = hints.get(p.name, EMPTY)
+        ann = hints.resolved.get(p.name, EMPTY)
         plain = unwrap_optional(ann)
         param = Param(p.name, Kind.QUERY, ann, p.default)
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -318,8 +234,8 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
             param.kind = Kind.WEBSOCKET
         elif isinstance(plain, type) and issubclass(plain, Request):
             param.kind = Kind.REQUEST
-        elif p.name in _BY_NAME:
-            param.kind = _BY_NAME[p.name]
+        elif p.name in BY_NAME:
+            param.kind = BY_NAME[p.name]
         elif p.name in pattern_types:
             param.kind = Kind.PATH
             if ann is EMPTY:
@@ -337,6 +253,9 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
                 param.convert = converter_for(args[0] if args else str)
             else:
                 param.convert = converter_for(ann)
+        if p.name in hints.failed and param.kind in (Kind.PATH, Kind.QUERY, Kind.BODY):
+            # Its annotation would decide the value: never guess str.
+            raise annotation_error(func, "handler", p.name, hints.failed[p.name])
         params.append(param)
     return Plan(func, params, inspect.isasyncgenfunction(func),
                 inspect.iscoroutinefunction(func), inspect.isgeneratorfunction(func))

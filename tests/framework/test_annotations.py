@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from legato import App, Request, TestClient, WebSocket
-from legato.params import AnnotationError
+from legato.annotations import AnnotationError
 
 MESSAGE = r"parameter 'n' is annotated 'itn': 'itn' is not defined \(did you mean 'int'\?\)"
 
@@ -211,3 +211,69 @@ def test_R2_a_handler_annotated_websocket_or_none_is_hybrid_under_future_annotat
     assert client.get("/live").text == "page"
     with client.websocket_connect("/live") as ws:
         assert ws.receive_text() == "socket"
+
+
+# ------------------------------------------- what still works: locals, TYPE_CHECKING
+
+def test_S1_an_app_factory_s_local_imports_and_classes_resolve() -> None:
+    import enum  # noqa: PLC0415 - local on purpose: the factory's namespace
+
+    from legato import WebSocket as LocalWebSocket  # noqa: PLC0415
+
+    class Size(enum.Enum):
+        S = "s"
+        L = "l"
+
+    app = App()
+
+    @app.websocket("/shirt/{size}")
+    async def shirt(ws: LocalWebSocket, size: Size) -> None:
+        await ws.send_text(size.name)
+
+    with TestClient(app).websocket_connect("/shirt/l") as ws:
+        assert ws.receive_text() == "L"
+
+
+TYPE_CHECKING_ONLY = '''
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from legato import App
+
+if TYPE_CHECKING:
+    from legato import WebSocket
+    from somewhere_else import Database
+
+app = App()
+
+
+@app.provider
+def db():
+    return "the database"
+
+
+@app.websocket("/ws/{n}")
+async def handler(ws: WebSocket, db: Database, n: int):
+    await ws.send_text(f"{db} {n + 1}")
+'''
+
+
+def test_S1_annotations_only_a_type_checker_sees_are_fine_where_the_name_decides(
+        import_module: Callable[[str, str], Any]) -> None:
+    """``ws`` and a provider's name are filled by name: an ``if TYPE_CHECKING:`` import
+    for their annotations is a common typed-code idiom, and keeps working."""
+    app = import_module("type_checking_app", TYPE_CHECKING_ONLY).app
+    with TestClient(app) as client, client.websocket_connect("/ws/41") as ws:
+        assert ws.receive_text() == "the database 42"
+
+
+def test_S1_a_websocket_parameter_not_named_ws_needs_its_annotation_to_resolve() -> None:
+    async def handler(connection: WebSocket, n: int) -> None:
+        pass
+
+    handler.__annotations__["connection"] = "WebSockett"
+    with pytest.raises(AnnotationError, match="parameter 'connection' is annotated "
+                                              "'WebSockett': 'WebSockett' is not defined "
+                                              r"\(did you mean 'WebSocket'\?\)"):
+        App().websocket("/ws")(handler)
