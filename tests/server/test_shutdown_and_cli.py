@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import signal
 import socket
 import ssl
@@ -462,3 +463,15 @@ def test_S1_a_server_that_cannot_bind_undoes_its_lifespan_startup() -> None:
         with pytest.raises(CannotServe, match=f"127.0.0.1:{port} is already in use"):
             asyncio.run(Server(app, ServerConfig(port=port)).serve())
     assert app.wait_for("lifespan.startup") and app.wait_for("lifespan.shutdown")
+
+
+def test_S1_cli_access_log_logs_websocket_open_and_close(app_dir: Path) -> None:
+    with legato_run(app_dir, "cliapp:app", "--access-log") as legato:
+        assert asyncio.run(ws_echo(legato.ws_url + "/chat?room=1", "hi")) == "hi echoed"
+        deadline = time.monotonic() + 10
+        while "closed 1000" not in legato.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        output = legato.output()
+    assert '"WebSocket /chat?room=1" open subprotocol=-' in output
+    assert re.search(r'"WebSocket /chat\?room=1" closed 1000 after [\d.]+ s, '
+                     r"\d+ B in, \d+ B out", output), output

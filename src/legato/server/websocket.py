@@ -36,6 +36,7 @@ from ..protocol import (
     UpgradeRequest,
 )
 from ..protocol.close import check_send_code
+from .access import WebSocketAccess
 from .cycle import STATUS_PHRASES, check_header, simple_response
 from .state import logger
 
@@ -63,7 +64,7 @@ class WebSocketSession:
         "http", "loop", "config", "phase", "conn", "offer", "_rest", "_queue",
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
-        "_denial_body", "on_writable", "on_closing", "on_paused", "keepalive",
+        "_denial_body", "on_writable", "on_closing", "on_paused", "keepalive", "access",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -98,6 +99,9 @@ class WebSocketSession:
         #: (ping_interval, ping_timeout) of this connection when its route has its own
         #: (legato's App sets it before accept); None: the server's.
         self.keepalive: tuple[float | None, float | None] | None = None
+        #: Its access log lines (--access-log), None when the log is off (access.py).
+        self.access = WebSocketAccess(http, scope, method, version) \
+            if self.config.access_log else None
         http.pause_reading()  # nothing to read until the app accepts
         try:
             self.offer: UpgradeRequest | None = http.state.handshake.check(
@@ -287,6 +291,8 @@ class WebSocketSession:
                                         hold_fail_close=self.config.ws_fail_grace > 0)
         self.phase = Phase.OPEN
         self.http.write(response)
+        if self.access is not None:
+            self.access.opened(subprotocol)
         self._schedule_ping()
         rest, self._rest = self._rest, b""
         if rest:
@@ -330,6 +336,8 @@ class WebSocketSession:
         """Answer the upgrade request with a plain HTTP response and close."""
         self.phase = Phase.CLOSED
         self._close_code = 1006
+        if self.access is not None:
+            self.access.denied(response)
         self.http.write(response)
         self.http.close_transport()
         self._wake()
@@ -447,6 +455,9 @@ class WebSocketSession:
         if self.conn is not None:
             self.conn.receive_eof()
         self._ended(1006, "")
+        if self.access is not None:
+            self.access.closed(self._close_code, self._close_reason)
+            self.access = None
 
     def _wake(self) -> None:
         """The connection ended (``_ended``, ``_finish_http``): an app waiting in
