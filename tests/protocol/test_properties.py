@@ -11,6 +11,8 @@ Contracts:
 * Any bytes (exceptions module docstring, events module docstring): the engine never
   raises, reports only documented events, fails only with 1002/1007/1009, ends every
   stream with exactly one terminal event and never puts 1005/1006/1015 on the wire.
+* Held failure (RFC 6455 §7.1.7, ``hold_fail_close``): the same events and, once
+  ``send_fail_close()`` has run, the same frames as failing at once.
 * Handshake: ``ServerHandshake.check`` accepts or raises ``HandshakeRejected``;
   ``parse_request_head`` parses or raises ``HeadError``.
 """
@@ -44,10 +46,12 @@ from legato.protocol import (
     Pong,
     Role,
     ServerHandshake,
+    State,
     TextMessage,
     encode_frame,
 )
 from legato.protocol.http import HeadError, find_head_end, parse_request_head, parse_response_head
+from wire import parse_frames
 
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -630,3 +634,30 @@ def test_the_engine_answers_only_alongside_an_event_other_than_a_message(
             assert conn.data_to_send() == b"" and conn.close_transport() is closing
         conn.data_to_send()
         closing = conn.close_transport()
+
+
+@PROPERTY
+@given(role=st.sampled_from(Role), deflate=st.booleans(), stream=st.data(), tcp_cuts=cuts)
+def test_holding_the_fail_close_changes_only_when_the_close_goes_out(
+        role, deflate, stream, tcp_cuts):
+    # RFC 6455 §7.1.7: a held failure reports what failing at once reports, in the same
+    # order; it sends nothing more until send_fail_close(), then the same frames.
+    data = stream.draw(streams(role, deflate), label="bytes")
+    outcomes = []
+    for hold in (False, True):
+        codec = DeflateCodec(DeflateParams(), is_client=role is Role.CLIENT) if deflate else None
+        conn = Connection(role, deflate=codec, hold_fail_close=hold)
+        feed(conn, data, tcp_cuts)
+        if hold:
+            record(f"ended {conn.state.name}")
+        if conn.state is State.FAILING:
+            sent = parse_frames(conn.data_to_send())
+            assert all(frame.opcode != 8 for frame in sent) and not conn.close_transport()
+            conn.send_fail_close()
+        else:
+            sent = []
+        # Compared unmasked: a client masks each frame with a fresh random key.
+        sent += parse_frames(conn.data_to_send())
+        outcomes.append((conn.events_received(), [(f.fin, f.opcode, f.payload) for f in sent],
+                         conn.state, conn.close_transport()))
+    assert outcomes[0] == outcomes[1]
