@@ -1,8 +1,10 @@
 """An echo page served straight from legato's sans-I/O protocol core.
 
-This is what `make run` starts until the built-in server and the App exist: a minimal
-asyncio adapter around :mod:`legato.protocol` (about what the real server does, minus
-its limits, keep-alive and routing). Open http://127.0.0.1:8000 and type.
+No App and no built-in server: a minimal asyncio adapter around :mod:`legato.protocol`,
+to show what the sans-I/O core asks of an I/O layer (about what legato's server does,
+minus its limits, keep-alive, backpressure and routing). It is the protocol core's
+"hello world", not a way to serve apps: for that, `app.run()` or `legato run`
+(`make run` starts the chat example). Open http://127.0.0.1:8000 and type.
 
     python examples/echo_core.py --port 8000
 """
