@@ -66,3 +66,12 @@ def make_backend(request: pytest.FixtureRequest) -> Callable[..., Backend]:
     url = request.getfixturevalue("redis_url")
     key_prefix = request.getfixturevalue("prefix")
     return lambda **options: RedisBackend(url, prefix=key_prefix, **options)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def hub_url(request: pytest.FixtureRequest) -> str:
+    """``App(hub=...)`` of the parametrized backend (on Redis, this test's own prefix)."""
+    if request.param == "memory":
+        return "memory://"
+    url = request.getfixturevalue("redis_url")
+    return f"{url}/0?prefix={request.getfixturevalue('prefix')}"

@@ -21,19 +21,6 @@ from live import MODES, client_for  # noqa: E402
 ROUTE = "/sub"
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def hub_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    url = request.getfixturevalue("redis_url")
-    return f"{url}/0?prefix={request.getfixturevalue('prefix')}"
-
-
 def metered_app(hub_url: str, **options: Any) -> App:
     app = App(hub=hub_url, metrics=True, hub_history=10, **options)
 
@@ -50,9 +37,9 @@ def metered_app(hub_url: str, **options: Any) -> App:
     return app
 
 
-@pytest.fixture
-def client(mode: str, hub_url: str) -> Iterator[Any]:
-    with client_for(mode, metered_app(hub_url)) as running:
+@pytest.fixture(params=MODES)
+def client(request: pytest.FixtureRequest, hub_url: str) -> Iterator[Any]:
+    with client_for(request.param, metered_app(hub_url)) as running:
         yield running
 
 

@@ -20,19 +20,6 @@ from live import MODES, client_for  # noqa: E402
 MISSED = 20
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def hub_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    url = request.getfixturevalue("redis_url")
-    return f"{url}/0?prefix={request.getfixturevalue('prefix')}"
-
-
 def resume_app(hub_url: str) -> App:
     app = App(hub=hub_url, hub_history=MISSED + 1, hub_envelope=False)
 
@@ -49,9 +36,9 @@ def resume_app(hub_url: str) -> App:
     return app
 
 
-@pytest.fixture
-def client(mode: str, hub_url: str) -> Iterator[Any]:
-    with client_for(mode, resume_app(hub_url)) as running:
+@pytest.fixture(params=MODES)
+def client(request: pytest.FixtureRequest, hub_url: str) -> Iterator[Any]:
+    with client_for(request.param, resume_app(hub_url)) as running:
         yield running
 
 

@@ -70,22 +70,38 @@ def hub_app(policy: str, buffer: int = 32) -> App:
     return app
 
 
-def stalled_subscriber(port: int) -> socket.socket:
-    """Completes the handshake, reads the 'subscribed' message, then never reads again
-    (a tiny receive buffer, so the server's transport pauses quickly)."""
+def stalled_subscriber(port: int, path: str = "/sub") -> socket.socket:
+    """Completes the handshake on ``path``, reads the 'subscribed' message, then never
+    reads again (a tiny receive buffer, so the server's transport pauses quickly)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
     seen = b""
     while b"subscribed" not in seen:
         chunk = sock.recv(1)
         assert chunk
         seen += chunk
     return sock
+
+
+def read_until_quiet(sock: socket.socket, quiet: float = 2.0) -> bytes:
+    """What the server sent from here on, until the socket closes or stays quiet."""
+    sock.settimeout(quiet)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
 
 
 def stats(port: int) -> dict[str, Any]:
@@ -200,16 +216,7 @@ def test_P3_policy_latest_keeps_the_newest_message_of_every_key_for_a_stalled_su
             assert numbers["dropped"] > 0
             assert numbers["max_queue_depth"] <= KEYS
             # Read until quiet: the socket's backlog, then the queued latest messages.
-            slow.settimeout(2)
-            data = b""
-            try:
-                while True:
-                    chunk = slow.recv(1 << 20)
-                    if not chunk:
-                        break
-                    data += chunk
-            except TimeoutError:
-                pass
+            data = read_until_quiet(slow)
         finally:
             slow.close()
     received = [int(p[:5]) for p in text_payloads(data)]
@@ -254,14 +261,6 @@ def stats_closed(data: bytes) -> int:
 # ------------------------------------------------- one connection, several topics
 
 
-@pytest.fixture(params=["memory", "redis"])
-def hub_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    url = request.getfixturevalue("redis_url")
-    return f"{url}/0?prefix={request.getfixturevalue('prefix')}"
-
-
 def topics_app(hub_url: str, **options: Any) -> App:
     """``/multi?topics=a,b``: subscribes to each topic in that order (the first one's
     settings must not rule the others); ``/feed/{topic}?count=&keys=``: a live feed of
@@ -290,39 +289,6 @@ def topics_app(hub_url: str, **options: Any) -> App:
     return app
 
 
-def stalled_on(port: int, path: str) -> socket.socket:
-    """stalled_subscriber() on any route that sends "subscribed" when it is ready."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-    seen = b""
-    while b"subscribed" not in seen:
-        chunk = sock.recv(1)
-        assert chunk
-        seen += chunk
-    return sock
-
-
-def read_until_quiet(sock: socket.socket, quiet: float = 2.0) -> bytes:
-    """What the server sent from here on, until the socket closes or stays quiet."""
-    sock.settimeout(quiet)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-    except TimeoutError:
-        pass
-    return data
-
-
 def feed(port: int, topic: str, count: int, keys: int = 0) -> None:
     import httpx
 
@@ -339,7 +305,7 @@ def test_P3_each_topic_keeps_its_own_slow_consumer_policy(hub_url: str) -> None:
     app.hub.configure("plain", policy="drop_newest", buffer=8)
     app.hub.configure("prices", policy="latest")
     with serve_legato(app) as port:
-        slow = stalled_on(port, "/multi?topics=plain,prices")
+        slow = stalled_subscriber(port, "/multi?topics=plain,prices")
         try:
             feed(port, "plain", COUNT)
             feed(port, "prices", COUNT, keys=KEYS)
@@ -371,7 +337,7 @@ def test_P3_only_the_topic_whose_policy_is_close_closes_with_its_own_code(
     app.hub.configure("strict", policy="close", buffer=4, close_code=1008)
     app.hub.configure("calm", policy="drop_oldest", buffer=4)
     with serve_legato(app) as port:
-        slow = stalled_on(port, f"/multi?topics={order}")
+        slow = stalled_subscriber(port, f"/multi?topics={order}")
         try:
             feed(port, "calm", COUNT // 2)
             assert stats(port)["dropped"] > 0
@@ -420,7 +386,7 @@ def test_P3_a_burst_that_never_yields_grows_no_stalled_subscriber_past_its_buffe
 
     buffer = 32
     with serve_legato(burst_app(hub_url, buffer)) as port:
-        slow = stalled_on(port, "/multi?topics=news")
+        slow = stalled_subscriber(port, "/multi?topics=news")
         try:
             response = httpx.post(f"http://127.0.0.1:{port}/burst/news", timeout=60)
             assert response.json() == {"published": BURST}
@@ -447,7 +413,7 @@ def test_P7_a_stalled_subscriber_counts_exactly_the_frames_it_was_sent(
     import httpx
 
     with serve_legato(topics_app(hub_url, metrics=True, hub_buffer=16)) as port:
-        slow = stalled_on(port, "/multi?topics=news")
+        slow = stalled_subscriber(port, "/multi?topics=news")
         try:
             feed(port, "news", COUNT)
             assert stats(port)["dropped"] > 0
