@@ -553,8 +553,9 @@ class App:
             ssl_keyfile: str | None = None, **config: Any) -> None:
         """Serve on the built-in server (S1); blocks until SIGINT/SIGTERM.
 
-        ``ValueError`` for a port outside 0..65535; an address that cannot be bound (in
-        use, say) prints one line saying so and exits with status 1 (``SystemExit``)."""
+        ``ValueError`` for a port outside 0..65535 or ``workers`` below 1; an address
+        that cannot be bound (in use, say) or TLS files that do not load print one line
+        saying so and exit with status 1 (``SystemExit``)."""
         from .server.config import ServerConfig  # noqa: PLC0415
         from .server.serve import (  # noqa: PLC0415
             CannotServe,
@@ -566,6 +567,8 @@ class App:
         )
 
         check_port(port)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1, not {workers!r}")
         if debug:
             self.debug = True
         server_config = ServerConfig(host=host, port=port, ssl_certfile=ssl_certfile,

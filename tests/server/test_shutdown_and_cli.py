@@ -437,6 +437,14 @@ def test_S1_cli_port_in_use_says_which_in_one_line_and_exits_nonzero(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("workers", [0, -1, 1.5])
+def test_S1_app_run_refuses_fewer_than_one_worker(workers: Any) -> None:
+    from legato import App  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=f"workers must be a whole number .*{workers}"):
+        App().run(port=0, workers=workers)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_S1_app_run_port_in_use_says_which_in_one_line_and_exits_1(
         tmp_path: Path, workers: int) -> None:
@@ -475,3 +483,20 @@ def test_S1_cli_access_log_logs_websocket_open_and_close(app_dir: Path) -> None:
     assert '"WebSocket /chat?room=1" open subprotocol=-' in output
     assert re.search(r'"WebSocket /chat\?room=1" closed 1000 after [\d.]+ s, '
                      r"\d+ B in, \d+ B out", output), output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_S1_cli_tls_files_that_do_not_load_say_which_in_one_line(
+        app_dir: Path, workers: str) -> None:
+    (app_dir / "garbage.pem").write_text("not a certificate\n")
+    for files, reason in [(["missing.pem", "missing.key"], "No such file or directory"),
+                          (["garbage.pem"], "PEM")]:
+        options = ["--ssl-certfile", files[0]] + (["--ssl-keyfile", files[1]]
+                                                  if len(files) > 1 else [])
+        result = legato_cli(app_dir, "cliapp:app", "--port", "0", "--workers", workers,
+                            *options)
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"legato: cannot use the TLS certificate {files[0]}")
+        assert reason in last and "Traceback" not in result.stderr
+        assert "starting another" not in result.stderr  # no worker crash loop

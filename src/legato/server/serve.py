@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +26,8 @@ from .http import HttpProtocol
 from .lifespan import Lifespan
 from .state import ASGIApp, ServerState, logger
 
-__all__ = ["Server", "CannotServe", "check_port", "cannot_listen", "exit_cannot_serve",
-           "import_app", "new_event_loop", "configure_logging"]
+__all__ = ["Server", "CannotServe", "check_port", "cannot_listen", "tls_context",
+           "exit_cannot_serve", "import_app", "new_event_loop", "configure_logging"]
 
 #: TCP ports are 16 bits (RFC 9293 §3.1); 0 asks the kernel for any free one.
 MAX_PORT = 65535
@@ -68,6 +69,19 @@ def _reason(exc: OSError) -> str:
     if isinstance(exc, socket.gaierror) or not exc.errno:
         return exc.strerror or str(exc)
     return os.strerror(exc.errno).lower()
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context, or None without a certificate; :class:`CannotServe`
+    saying which file does not load and why (missing, unreadable, not PEM, a key that
+    does not match the certificate)."""
+    try:
+        return config.ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        files = f"{config.ssl_certfile}" + (f" / {config.ssl_keyfile}"
+                                            if config.ssl_keyfile else "")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CannotServe(f"cannot use the TLS certificate {files}: {reason}") from None
 
 
 def exit_cannot_serve(exc: CannotServe) -> SystemExit:
@@ -127,10 +141,12 @@ class Server:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Run lifespan startup and begin accepting. ``ValueError`` for a port that is
-        not one; ``RuntimeError`` if startup fails; :class:`CannotServe` when the
-        address cannot be bound (lifespan shutdown has run then)."""
+        not one; ``RuntimeError`` if startup fails; :class:`CannotServe` when the TLS
+        files do not load (before startup) or the address cannot be bound (lifespan
+        shutdown has run then)."""
         if sock is None:
             check_port(self.config.port)
+        ssl = tls_context(self.config)
         loop = asyncio.get_running_loop()
         self._exit = asyncio.Event()
         state = self.state = ServerState(self.config, self.app, loop)
@@ -144,7 +160,6 @@ class Server:
             # only what connections allocate (CPython's gc.freeze).
             gc.collect()
             gc.freeze()
-        ssl = self.config.ssl_context()
 
         def factory() -> HttpProtocol:
             return HttpProtocol(state)

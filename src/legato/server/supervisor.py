@@ -85,6 +85,9 @@ class Supervisor:
         except (ImportError, ValueError) as exc:
             logger.error("cannot load %r: %s", self.target, exc)
             return 2
+        from .serve import tls_context  # noqa: PLC0415
+
+        tls_context(self.config)  # bad TLS files: one error here, not a worker crash loop
         sock = bind_socket(self.config)
         logger.info("supervisor %d: %d worker(s) on %s:%d%s", os.getpid(), self.workers,
                     self.config.host, sock.getsockname()[1], " with reload" if self.reload else "")
