@@ -27,7 +27,7 @@ class RouteMetrics:
     """Counters of one WebSocket route."""
 
     __slots__ = ("open", "opened", "messages_in", "messages_out", "bytes_in", "bytes_out",
-                 "close_codes")
+                 "close_codes", "hub_dropped")
 
     def __init__(self) -> None:
         self.open = 0
@@ -37,6 +37,8 @@ class RouteMetrics:
         self.bytes_in = 0
         self.bytes_out = 0
         self.close_codes: Counter[int] = Counter()
+        #: Hub messages a slow-consumer policy dropped for this route's connections (P3).
+        self.hub_dropped = 0
 
     def received(self, data: str | bytes) -> None:
         self.messages_in += 1
@@ -82,7 +84,9 @@ def render(app: App) -> str:
                  ("messages_in", "counter", "WebSocket messages received"),
                  ("messages_out", "counter", "WebSocket messages sent (handlers and hub)"),
                  ("bytes_in", "counter", "WebSocket payload bytes received"),
-                 ("bytes_out", "counter", "WebSocket payload bytes sent (handlers and hub)")]
+                 ("bytes_out", "counter", "WebSocket payload bytes sent (handlers and hub)"),
+                 ("hub_dropped", "counter",
+                  "hub messages dropped for this route's slow consumers (P3)")]
     for attr, kind, helptext in per_route:
         suffix = "_total" if kind == "counter" else ""
         family(f"legato_websocket_{attr}{suffix}", kind, helptext,
@@ -95,6 +99,10 @@ def render(app: App) -> str:
             for (p, s), n in sorted(metrics.http_requests.items())])
     hub = app._hub
     if hub is not None:
+        waiting = hub.queued_by_route()
+        family("legato_websocket_hub_queued", "gauge",
+               "hub messages waiting in this route's subscriber buffers",
+               [(f'{{route="{_label(p)}"}}', waiting.get(id(m), 0)) for p, m in routes])
         stats = hub.stats()
         for key, kind, helptext in (
                 ("topics", "gauge", "hub topics with local subscribers"),

@@ -247,6 +247,12 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
+def metric_lines(text: str, label: str) -> dict[str, int]:
+    """The samples of /metrics whose labels contain ``label``."""
+    return {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
+            if not line.startswith("#") and label in line}
+
+
 def text_payloads(data: bytes) -> list[bytes]:
     return [payload for opcode, payload in server_frames(data) if opcode == 0x1]
 
@@ -417,12 +423,18 @@ def test_P7_a_stalled_subscriber_counts_exactly_the_frames_it_was_sent(
         try:
             feed(port, "news", COUNT)
             assert stats(port)["dropped"] > 0
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            before = metric_lines(text, 'route="/multi"')
             payloads = text_payloads(read_until_quiet(slow))
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            dropped = stats(port)["dropped"]
         finally:
             slow.close()
-    sent = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
-            if line.startswith("legato_websocket_") and 'route="/multi"' in line}
+    sent = metric_lines(text, 'route="/multi"')
+    # Drops and the backlog show per route too (P7), the backlog gone once read.
+    assert sent['legato_websocket_hub_dropped_total{route="/multi"}'] == dropped > 0
+    assert 0 < before['legato_websocket_hub_queued{route="/multi"}'] <= 16
+    assert sent['legato_websocket_hub_queued{route="/multi"}'] == 0
     assert sent['legato_websocket_messages_out_total{route="/multi"}'] == 1 + len(payloads)
     assert sent['legato_websocket_bytes_out_total{route="/multi"}'] == \
         len("subscribed") + sum(len(p) for p in payloads)

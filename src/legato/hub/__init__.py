@@ -515,6 +515,15 @@ class Hub:
         outbox = self._outboxes.get(ws)
         return outbox.depth if outbox is not None else 0
 
+    def queued_by_route(self) -> dict[int, int]:
+        """Messages waiting, by ``id()`` of the route's metrics (P7, /metrics)."""
+        waiting: dict[int, int] = {}
+        for outbox in self._outboxes.values():
+            if outbox.metrics is not None:
+                key = id(outbox.metrics)
+                waiting[key] = waiting.get(key, 0) + outbox.depth
+        return waiting
+
     def stats(self) -> dict[str, Any]:
         """Counters and gauges for /metrics (P7)."""
         depths = [o.depth for o in self._outboxes.values()]

@@ -291,6 +291,8 @@ class Outbox:
     def _drop(self, lane: Lane) -> None:
         self.dropped += 1
         self.hub.dropped += 1
+        if self.metrics is not None:
+            self.metrics.hub_dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:
             logger.warning("hub: slow consumer %s: %d message(s) dropped (%s)",
                            self.ws.path, self.dropped, lane.policy)
