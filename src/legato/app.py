@@ -302,6 +302,10 @@ class App:
             func, what, extras, localns = self._unresolved[0]
             check_deferred(func, what, decided_by_name=self._named(extras), localns=localns)
             self._unresolved.pop(0)
+        for route in self.router.routes:
+            # Every route's plan now, with every provider known: a parameter that no
+            # string converts to (``when: datetime``) fails startup, not a request.
+            self.plan_for(route)
 
     def plan_for(self, route: Route) -> Plan:
         plan = self._plans.get(route)

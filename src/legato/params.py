@@ -155,7 +155,25 @@ def converter_for(tp: Any) -> Callable[[str], Any] | None:
         return _convert_uuid
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return lambda v: _convert_enum(tp, v)
+    if typing.get_origin(tp) is typing.Literal:
+        choices = typing.get_args(tp)
+        return lambda v: _convert_literal(choices, v)
     return None
+
+
+def _keeps_the_string(tp: Any) -> bool:
+    """An annotation under which the raw string is the value (no conversion)."""
+    return unwrap_optional(tp) in (EMPTY, str, Any, object)
+
+
+def _unconvertible(func: Callable[..., Any], param: Param, where: str,
+                   tp: Any) -> TypeError:
+    name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+    return TypeError(
+        f"handler {name}: parameter {param.name!r} is annotated {tp!r}, which a {where} "
+        "value (a string) cannot be converted to: annotate it str, int, float, bool, "
+        "UUID, an Enum or a Literal (or Optional of one; list[...] for a repeated "
+        "query parameter), or take it as str and convert it in the handler")
 
 
 def _convert_int(value: str) -> int:
@@ -180,6 +198,13 @@ def _convert_uuid(value: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ValueError("expected a UUID") from None
+
+
+def _convert_literal(choices: tuple[Any, ...], value: str) -> Any:
+    for choice in choices:
+        if str(choice) == value:
+            return choice
+    raise ValueError("expected one of " + ", ".join(repr(str(c)) for c in choices))
 
 
 def _convert_enum(tp: type[enum.Enum], value: str) -> Any:
@@ -241,6 +266,8 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
             if ann is EMPTY:
                 ann = PATTERN_TYPES.get(pattern_types[p.name], EMPTY)
             param.convert = converter_for(ann)
+            if param.convert is None and not _keeps_the_string(ann):
+                raise _unconvertible(func, param, "path", ann)
         elif p.name in providers:
             param.kind = Kind.PROVIDER
         elif http and is_model_type(ann):
@@ -250,9 +277,14 @@ def build_plan(func: Callable[..., Any], *, path_names: Mapping[str, str] | None
             if origin in (list, tuple, set, frozenset):
                 args = typing.get_args(plain)
                 param.many = True
-                param.convert = converter_for(args[0] if args else str)
+                item = args[0] if args else str
+                param.convert = converter_for(item)
+                if param.convert is None and not _keeps_the_string(item):
+                    raise _unconvertible(func, param, "query", item)
             else:
                 param.convert = converter_for(ann)
+                if param.convert is None and not _keeps_the_string(ann):
+                    raise _unconvertible(func, param, "query", ann)
         if p.name in hints.failed and param.kind in (Kind.PATH, Kind.QUERY, Kind.BODY):
             # Its annotation would decide the value: never guess str.
             raise annotation_error(func, "handler", p.name, hints.failed[p.name])

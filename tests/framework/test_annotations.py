@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from legato import App, Request, TestClient, WebSocket
+from legato import App, Request, TestClient, WebSocket, WebSocketDenied
 from legato.annotations import AnnotationError
 
 MESSAGE = r"parameter 'n' is annotated 'itn': 'itn' is not defined \(did you mean 'int'\?\)"
@@ -277,3 +277,54 @@ def test_S1_a_websocket_parameter_not_named_ws_needs_its_annotation_to_resolve()
                                               "'WebSockett': 'WebSockett' is not defined "
                                               r"\(did you mean 'WebSocket'\?\)"):
         App().websocket("/ws")(handler)
+
+
+# ---------------------------- the same class: a type no path or query string converts to
+
+def test_S1_a_parameter_no_string_converts_to_fails_startup_naming_it() -> None:
+    import datetime  # noqa: PLC0415
+
+    app = App()
+
+    @app.websocket("/at/{when}")
+    async def at(ws: WebSocket, when: datetime.datetime) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match=r"at: parameter 'when' is annotated "
+                                           r"<class 'datetime.datetime'>, which a path value"):
+        with TestClient(app):
+            pass
+    with pytest.raises(TypeError, match="take it as str and convert it in the handler"):
+        TestClient(app).websocket_connect("/at/now").__enter__()
+
+
+@pytest.mark.parametrize("annotation", ["dict[str, int]", "list[bytes]", "bytes"])
+def test_S1_a_query_parameter_no_string_converts_to_is_an_error(annotation: str) -> None:
+    app = App()
+
+    async def page(request: Request, q: Any) -> str:
+        return "never"
+
+    page.__annotations__["q"] = annotation
+    app.route("/")(page)
+    with pytest.raises(TypeError, match=r"parameter 'q' is annotated .*which a query value"):
+        TestClient(app).get("/?q=1")
+
+
+def test_R1_a_literal_parameter_converts_to_one_of_its_values() -> None:
+    from typing import Literal  # noqa: PLC0415
+
+    app = App()
+
+    @app.websocket("/sort/{order}")
+    async def sort(ws: WebSocket, order: Literal["asc", "desc"], top: Literal[1, 10] = 1
+                   ) -> None:
+        await ws.send_json([order, top])
+
+    client = TestClient(app)
+    with client.websocket_connect("/sort/desc?top=10") as ws:
+        assert ws.receive_json() == ["desc", 10]
+    with pytest.raises(WebSocketDenied) as info:
+        client.websocket_connect("/sort/random").__enter__()
+    assert info.value.status_code == 400
+    assert b"expected one of 'asc', 'desc'" in info.value.body
