@@ -37,7 +37,11 @@ WebSocket frames, ``status_code`` for the opening handshake.
     InvalidMessage                  a message is not the JSON/model expected (1007);
                                     also a ValueError
     HistoryGap                      hub: a resume's since= reaches further back than the
-                                    kept history (subscribe(..., on_gap="raise")); .gap
+                                    kept history (subscribe/history(..., on_gap="raise"));
+                                    .gap
+    HubUnavailable                  hub: the broker (Redis) cannot be reached; the message
+                                    did not reach other processes; .delivered_locally
+                                    (legato.hub.HubUnavailable)
 
 Peer input never escapes the protocol engine as an exception: the engine catches its own
 ``RemoteProtocolError``, fails the connection with ``close_code`` and reports a close

@@ -495,3 +495,39 @@ def test_P3_in_a_burst_on_two_topics_each_meets_its_own_policy(hub_url: str,
         assert newest in prices, f"key k{k} lost its newest message {newest}"
     plain = [int(t[:5]) for t in got if t[5:7] == "--"]
     assert plain == list(range(len(plain)))  # drop_newest: a prefix, in order
+
+
+def test_P3_what_waits_for_a_topic_is_not_sent_after_unsubscribing_from_it(
+        hub_url: str) -> None:
+    """A stalled connection on "a" and "b" unsubscribes from "a": the "a" messages its
+    outbox still held are not sent later (only what the transport already had), nor
+    counted as a slow consumer's drops; "b" goes on."""
+    import httpx
+
+    app = topics_app(hub_url)
+    app.hub.configure("a", buffer=16)
+
+    @app.post("/leave/{topic}")
+    async def leave(topic: str) -> dict[str, int]:
+        for ws in list(app.hub._outboxes):
+            await app.hub.unsubscribe(ws, topic)
+        return {"queued": app.hub.stats()["queued"]}
+
+    with serve_legato(app) as port:
+        slow = stalled_subscriber(port, "/multi?topics=a,b")
+        try:
+            feed(port, "a", COUNT // 2)
+            before = stats(port)
+            assert before["queued"] == 16
+            assert httpx.post(f"http://127.0.0.1:{port}/leave/a", timeout=5).json() == {
+                "queued": 0}
+            assert stats(port)["dropped"] == before["dropped"]
+            feed(port, "b", 3, keys=1)
+            data = read_until_quiet(slow)
+        finally:
+            slow.close()
+    kinds = [p.decode()[5:7] for p in text_payloads(data)]
+    assert kinds[-3:] == ["k0"] * 3
+    a_sent = kinds.count("--")
+    # What the transport held when "a" was left, and none of the 16 queued after it.
+    assert a_sent + before["dropped"] + 16 == COUNT // 2

@@ -286,3 +286,30 @@ async def test_P5_a_hub_unavailable_during_replay_is_not_a_gap(
         redis_server.kill()
         with pytest.raises(HubUnavailable):
             await backend.replay("room", seen)
+
+
+async def test_P5_a_history_read_from_before_the_kept_history_says_so(
+        hub_url: str) -> None:  # noqa: F811 - the fixture
+    hub = Hub(hub_url, history=3)
+    await hub.start()
+    try:
+        ids = [await hub.publish("room", f"m{n}") for n in range(10)]
+        read = await hub.history("room", since=ids[1])
+        assert [m["data"] for m in read] == ["m7", "m8", "m9"]
+        assert read.gap == Gap("room", ids[1], "trimmed", first_kept=ids[7])
+        within = await hub.history("room", since=ids[6])
+        assert ([m["data"] for m in within], within.gap) == (["m7", "m8", "m9"], None)
+        limited = await hub.history("room", since=ids[6], limit=1)  # asked for: no gap
+        assert ([m["data"] for m in limited], limited.gap) == (["m9"], None)
+        assert (await hub.history("room")).gap is None
+        with pytest.raises(HistoryGap) as raised:
+            await hub.history("room", since=ids[0], on_gap="raise")
+        assert raised.value.gap.reason == "trimmed"
+        assert hub.stats()["gaps"] == 2
+        assert [e[1]["resume"] for e in hub.events if e[0] == "gap"] == [False, False]
+        with pytest.raises(ValueError, match="not a message id"):
+            await hub.history("room", since="yesterday")
+        with pytest.raises(ValueError, match="on_gap"):
+            await hub.history("room", since="0", on_gap="ignore")
+    finally:
+        await hub.stop()

@@ -39,13 +39,20 @@ from .outbox import BATCH_LIMIT, POLICIES, Batch, Delivery, Outbox, count_sent
 if TYPE_CHECKING:
     from ..websocket import WebSocket
 
-__all__ = ["Gap", "HistoryGap", "Hub", "HubUnavailable", "Subscription", "TopicSettings",
+__all__ = ["Gap", "History", "HistoryGap", "Hub", "HubUnavailable", "Subscription", "TopicSettings",
            "backend_for"]
 
 #: What ``subscribe(..., on_gap=)`` does when a resume's history has a gap (P5).
 ON_GAP = ("flag", "raise")
 
 logger = logging.getLogger("legato.hub")
+
+
+class History(list[dict[str, Any]]):
+    """What ``Hub.history()`` returns: the messages, and ``gap`` (a :class:`Gap`, or None)
+    when the kept history no longer reaches back to the ``since`` asked for (P5)."""
+
+    gap: Gap | None = None
 
 
 @dataclass
@@ -419,12 +426,14 @@ class Hub:
         outbox.write_pending()
         await outbox.written()  # other ASGI servers: the sender task writes it
 
-    def _resume_gap(self, gap: Gap) -> None:
-        """Counted with the backend's gaps (one counter: messages someone missed)."""
-        logger.info("hub: a resume on %r from since=%s has a gap (%s); first kept: %s",
-                    gap.topic, gap.since, gap.reason, gap.first_kept)
+    def _resume_gap(self, gap: Gap, *, resume: bool = True) -> None:
+        """Counted with the backend's gaps (one counter: messages someone missed);
+        ``resume``: a subscribe's since= (else a ``history()`` read)."""
+        logger.info("hub: a %s on %r from since=%s has a gap (%s); first kept: %s",
+                    "resume" if resume else "history read", gap.topic, gap.since,
+                    gap.reason, gap.first_kept)
         self._event("gap", {"topic": gap.topic, "after": gap.since, "reason": gap.reason,
-                            "first_kept": gap.first_kept, "resume": True})
+                            "first_kept": gap.first_kept, "resume": resume})
 
     async def _abandon(self, outbox: Outbox, topic: str) -> None:
         """Undo a subscription that raised before it began: no outbox, no listening
@@ -440,7 +449,7 @@ class Hub:
         outbox = self._outboxes.get(ws)
         if outbox is None or topic not in outbox.topics:
             return
-        outbox.topics.discard(topic)
+        outbox.leave(topic)  # what of the topic still waits for ws is not sent
         await self._leave(outbox, topic)
         if not outbox.topics:
             outbox.close()
@@ -494,13 +503,36 @@ class Hub:
         return list(members.values())
 
     async def history(self, topic: str, since: str | None = None,
-                      limit: int | None = None) -> list[dict[str, Any]]:
+                      limit: int | None = None, *, on_gap: str = "flag") -> History:
         """Kept messages of ``topic`` after ``since``: ``[{"id": ..., "data": ...}]``,
-        with ``"key"`` too for messages published with one."""
+        with ``"key"`` too for messages published with one.
+
+        As for a resume (P5), a ``since`` the kept history no longer reaches back to is
+        never silent: the list's ``.gap`` says so (``on_gap="flag"``) or
+        :class:`HistoryGap` is raised (``on_gap="raise"``); counted like a resume's gap.
+        ``limit`` keeps the newest ``limit`` of them (asked for: not a gap).
+        """
+        if on_gap not in ON_GAP:
+            raise ValueError(f"on_gap must be one of {ON_GAP}, not {on_gap!r}")
+        if since is not None:
+            try:
+                id_key(since)
+            except ValueError:
+                raise ValueError(f"since= is not a message id: {since[:40]!r}") from None
         if not self._started:
             await self.start()
-        out = []
-        for message_id, payload, key in await self.backend.history(topic, since, limit):
+        out = History()
+        if since is None:
+            stored = await self.backend.history(topic, None, limit)
+        else:
+            stored, out.gap = await self.backend.replay(topic, since)
+            if limit is not None:
+                stored = stored[-limit:] if limit > 0 else []
+            if out.gap is not None:
+                self._resume_gap(out.gap, resume=False)
+                if on_gap == "raise":
+                    raise HistoryGap(out.gap)
+        for message_id, payload, key in stored:
             data: Any = payload
             if isinstance(payload, str) and self.envelope:
                 data = jsoncodec.loads(payload)

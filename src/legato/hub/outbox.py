@@ -324,6 +324,21 @@ class Outbox:
         self.lanes.clear()
         self.queued = 0
 
+    def leave(self, topic: str) -> None:
+        """The connection unsubscribed from ``topic``: what of it still waits here is not
+        sent (nor counted as a slow consumer's drop); frames already handed to the
+        transport are gone and cannot be called back."""
+        self.topics.discard(topic)
+        lane = self.lanes.pop(topic, None)
+        if lane is not None:
+            self.queued -= len(lane)
+        if self.pending is not None:
+            self.pending = [item for item in self.pending if item.topic != topic] or None
+        if self._waiters:
+            self._wake_writers()
+        if not self.queued and self.pending is None and self._session is not None:
+            self._restore_fast()
+
     def flush(self) -> None:
         """The transport drained (legato's server calls this): write what waited."""
         session = self._session
