@@ -66,7 +66,10 @@ class App:
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
                  hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
                  hub_policy: str = "drop_oldest", hub_buffer: int = 256,
-                 metrics: bool = False) -> None:
+                 metrics: bool = False, channels_path: str = "/_legato",
+                 channels_heartbeat: float = 25.0,
+                 channels_reconnect_jitter: float | None = None,
+                 channels_max_connections: int | None = None) -> None:
         self.websocket_enabled = websocket
         self.debug = debug
         self.docs = docs
@@ -82,6 +85,11 @@ class App:
         self._hub_options: dict[str, Any] = {"envelope": hub_envelope, "history": hub_history,
                              "policy": hub_policy, "buffer": hub_buffer}
         self._hub: Any = None
+        self._channels_options: dict[str, Any] = {
+            "path": channels_path, "heartbeat": channels_heartbeat,
+            "reconnect_jitter": channels_reconnect_jitter,
+            "max_connections": channels_max_connections}
+        self._channels: Any = None
         #: Set when legato's server took the App's settings (configure_server).
         self._on_legato_server = False
         self.router = Router()
@@ -280,6 +288,41 @@ class App:
 
             self._hub = Hub(self.hub_url, **self._hub_options)
         return self._hub
+
+    @property
+    def channels(self) -> Any:
+        """The channel endpoint (docs/channels.md), made when the first channel or rpc
+        is declared."""
+        if self._channels is None:
+            from .channels import Channels  # noqa: PLC0415
+
+            options = dict(self._channels_options)
+            self._channels = Channels(self, options.pop("path"), **options)
+        return self._channels
+
+    def channel(self, pattern: str, *, message: Any = None, history: int | None = None,
+                presence: bool | Callable[..., Any] = False, summary: str | None = None
+                ) -> Any:
+        """Declare a channel: topics matching ``pattern`` (``"room:{id}"``) that clients
+        join over ``{channels_path}/ws``. Returns the :class:`legato.channels.Channel`;
+        decorate its ``authorize``, ``on_join`` and ``on_publish`` hooks."""
+        if message is not None and not is_model_type(message):
+            raise TypeError(f"message= is a pydantic model or a dataclass, not {message!r}")
+        if callable(presence):
+            self._check_annotations(presence, "channel presence hook",
+                                    ("topic", "action", "data", "message", "name"))
+        return self.channels.channel(pattern, message=message, history=history,
+                                     presence=presence, summary=summary)
+
+    def rpc(self, name: str, *, summary: str | None = None) -> Callable[[F], F]:
+        """Register a handler clients ``call`` by ``name`` (docs/channels.md)."""
+        def register(func: F) -> F:
+            self._check_annotations(func, "rpc handler",
+                                    ("topic", "action", "data", "message", "name"))
+            self.channels.rpc(name, func, summary)
+            return func
+
+        return register
 
     # ------------------------------------------------------------------- plumbing
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["Gap", "History", "HistoryGap", "Hub", "HubUnavailable", "Subscription", "TopicSettings",
            "backend_for"]
 
+#: First character of a payload sent as it is (publish_frame); JSON never starts so.
+RAW_MARK = "\x00"
+
 #: What ``subscribe(..., on_gap=)`` does when a resume's history has a gap (P5).
 ON_GAP = ("flag", "raise")
 
@@ -236,7 +239,8 @@ class Hub:
         if isinstance(message, (bytes, bytearray, memoryview)):
             payload: str | bytes = bytes(message)
         elif isinstance(message, str) and not self.envelope:
-            payload = message
+            # A text that starts with the raw mark keeps it (one mark is taken off).
+            payload = RAW_MARK + message if message[:1] == RAW_MARK else message
         else:
             payload = jsoncodec.dumps_str(dump_value(message))
         try:
@@ -254,7 +258,35 @@ class Hub:
         self.published += 1
         return message_id
 
+    async def publish_frame(self, topic: str, frame: str) -> None:
+        """Send ``frame`` (JSON text) to the subscribers of ``topic`` as it is, without the
+        envelope and without history: the channel layer's events (presence joined/left).
+        The mark travels through every backend as the payload's first character."""
+        if not self._started:
+            await self.start()
+        await self.backend.publish(topic, RAW_MARK + frame, history=0)
+
+    async def epoch(self, topic: str) -> str:
+        """The topic's epoch: ids only mean something within it (docs/channels.md)."""
+        if not self._started:
+            await self.start()
+        epoch: str = await self.backend.epoch(topic)
+        return epoch
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        """Take an idempotency key for ``ttl`` s across the hub's processes: None if it
+        was free, else what it was settled with ("" while its claimer works)."""
+        if not self._started:
+            await self.start()
+        found: str | None = await self.backend.claim(key, ttl)
+        return found
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        await self.backend.settle(key, value, ttl)
+
     def _data_for(self, topic: str, message_id: str, payload: str | bytes) -> str | bytes:
+        if type(payload) is str and payload[:1] == RAW_MARK:
+            return payload[1:]
         if self.envelope and isinstance(payload, str):
             return (f'{{"topic":{jsoncodec.dumps_str(topic)},"id":"{message_id}",'
                     f'"data":{payload}}}')

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,12 @@ class Backend(Protocol):
 
     async def members(self, topic: str) -> dict[str, Any]: ...
 
+    async def epoch(self, topic: str) -> str: ...
+
+    async def claim(self, key: str, ttl: float) -> str | None: ...
+
+    async def settle(self, key: str, value: str, ttl: float) -> None: ...
+
 
 class LocalIds:
     """Ids shaped like Redis Stream ids (``"<ms>-<seq>"``), growing in one process."""
@@ -140,6 +147,9 @@ class MemoryBackend:
         self._dropped: dict[str, str] = {}
         self._members: dict[str, dict[str, Any]] = {}
         self._ids = LocalIds()
+        # One epoch for every topic: this process's history lives and dies with it.
+        self._epoch = uuid.uuid4().hex[:16]
+        self._claims: dict[str, tuple[float, str]] = {}  # key → (expires, value)
 
     async def start(self, sink: Sink, on_event: EventSink) -> None:
         self._sink = sink
@@ -209,6 +219,24 @@ class MemoryBackend:
 
     async def members(self, topic: str) -> dict[str, Any]:
         return dict(self._members.get(topic, {}))
+
+    async def epoch(self, topic: str) -> str:
+        return self._epoch
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        """Take ``key`` for ``ttl`` seconds: None when it was free (the caller goes on
+        and ``settle()``s it), else the value it was settled with ("" while pending)."""
+        now = time.monotonic()
+        found = self._claims.get(key)
+        if found is not None and found[0] > now:
+            return found[1]
+        if len(self._claims) > 100_000:  # bounded: drop what expired
+            self._claims = {k: v for k, v in self._claims.items() if v[0] > now}
+        self._claims[key] = (now + ttl, "")
+        return None
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        self._claims[key] = (time.monotonic() + ttl, value)
 
 
 #: Redis Stream ids are two unsigned 64-bit integers; a larger part is no id of ours.

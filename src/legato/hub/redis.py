@@ -385,6 +385,37 @@ class RedisBackend:
     async def members(self, topic: str) -> dict[str, Any]:
         return await self._presence.members(topic)
 
+    # ------------------------------------------------------------------ epochs, claims
+
+    async def epoch(self, topic: str) -> str:
+        """The topic's epoch, kept in Redis beside its stream: when Redis loses its data
+        (restarted without persistence, flushed) the epoch goes with the history, and a
+        new one tells resuming clients that their ids belong to a history that is gone."""
+        fresh = uuid.uuid4().hex[:16]
+        try:
+            # SET NX GET (Redis 7): the epoch there, or ours once we set it.
+            old = await self._client.set(f"{self.prefix}:epoch:{topic}", fresh, nx=True,
+                                         get=True)
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot read the epoch of {topic!r}: {exc}") from exc
+        return fresh if old is None else _text(old)  # type: ignore[arg-type]
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        """Take ``key`` in Redis for every process: None when it was free, else the
+        value it was settled with ("" while its first claimer is still at work)."""
+        try:
+            old = await self._client.set(f"{self.prefix}:once:{key}", "", nx=True,
+                                         px=int(ttl * 1000), get=True)
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot check a publish's once key: {exc}") from exc
+        return None if old is None else _text(old)  # type: ignore[arg-type]
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        try:
+            await self._client.set(f"{self.prefix}:once:{key}", value, px=int(ttl * 1000))
+        except (RedisError, OSError) as exc:
+            raise HubUnavailable(f"cannot record a publish's once key: {exc}") from exc
+
     # ------------------------------------------------------------------ pub/sub connection
 
     async def _run(self) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import HandshakeRejected
@@ -65,6 +66,7 @@ class WebSocketSession:
         "_waiter", "_connect_sent", "_close_code", "_close_reason", "_reading_paused",
         "_ping_timer", "_pong_timer", "_close_timer", "_ping_payload", "_denial",
         "_denial_body", "on_writable", "on_closing", "on_paused", "keepalive", "access",
+        "on_shutdown",
     )
 
     def __init__(self, http: HttpProtocol, method: str, version: str,
@@ -73,6 +75,9 @@ class WebSocketSession:
         self.loop = http.loop
         self.config = http.config
         self.phase = Phase.CONNECTING
+        #: Set by the app (the channel layer): called at server shutdown instead of the
+        #: plain 1001, returns (code, reason, last text message to send or None).
+        self.on_shutdown: Callable[[], tuple[int, str, str | None]] | None = None
         self.conn: Connection | None = None
         self._rest = rest
         self._queue: deque[dict[str, Any]] = deque()
@@ -501,6 +506,11 @@ class WebSocketSession:
             self._finish_http(simple_response(503, b"server shutting down",
                                               [(b"retry-after", b"1")],
                                               date=self.http.state.date_header()))
+        elif self.on_shutdown is not None and self.phase is Phase.OPEN:
+            code, reason, last = self.on_shutdown()
+            if last is not None:
+                self.write_message(last)
+            self._send_close(code, reason)
         else:
             self._send_close(1001, "server shutting down")
 

@@ -1,0 +1,150 @@
+"""The channel endpoint of one App: the WebSocket route at ``{path}/ws``, the browser
+client at ``{path}/client.js``, and the reconnect advice a closing server gives.
+
+The endpoint is an ordinary WebSocket route of the App, so every entry point serves it
+(``app.run()``, ``legato run``, ``--workers``, uvicorn, TestClient) and the App's hooks,
+sessions and origin checks apply to its handshake as to any route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from .. import jsoncodec
+from ..exceptions import HTTPError
+from .calls import Hook
+from .connection import ChannelConnection
+from .registry import Channel, Registry, Rpc
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..websocket import WebSocket
+
+__all__ = ["SUBPROTOCOL", "Channels"]
+
+logger = logging.getLogger("legato.channels")
+
+SUBPROTOCOL = "legato.v1"
+
+
+class Channels:
+    """Channels and rpcs of one App, and the connections speaking to them."""
+
+    def __init__(self, app: App, path: str, *, heartbeat: float = 25.0,
+                 reconnect_jitter: float | None = None,
+                 max_connections: int | None = None) -> None:
+        if not path.startswith("/") or path.endswith("/"):
+            raise ValueError(f"channels_path starts with '/' and does not end with it: {path!r}")
+        if heartbeat <= 0:
+            raise ValueError("channels_heartbeat must be > 0 seconds")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("channels_max_connections must be >= 1")
+        self.app = app
+        self.path = path
+        self.heartbeat = heartbeat
+        self.reconnect_jitter = reconnect_jitter
+        self.max_connections = max_connections
+        self.registry = Registry()
+        self.connections: set[ChannelConnection] = set()
+        self._hooks: dict[Any, Hook] = {}
+        self._mounted = False
+        self._configured: set[str] = set()
+
+    # ------------------------------------------------------------- declaring
+
+    def channel(self, pattern: str, **options: Any) -> Channel:
+        channel = Channel(pattern, **options)
+        self.registry.add_channel(channel)
+        self._mount()
+        return channel
+
+    def rpc(self, name: str, func: Callable[..., Any], summary: str | None = None) -> None:
+        self.registry.add_rpc(Rpc(name, func, summary))
+        self._mount()
+
+    def _mount(self) -> None:
+        if self._mounted:
+            return
+        self._mounted = True
+        self.app.websocket(f"{self.path}/ws", name="legato-channels", auto_accept=False,
+                           subprotocols=[SUBPROTOCOL],
+                           summary="legato.v1 channels (docs/channels.md)")(self.serve)
+        self.app.route(f"{self.path}/client.js", name="legato-client")(self.client_js)
+
+    def hook(self, func: Callable[..., Any], channel: Channel) -> Hook:
+        hook = self._hooks.get(func)
+        if hook is None:
+            hook = self._hooks[func] = Hook(func, channel.topic.names)
+        return hook
+
+    def rpc_hook(self, rpc: Rpc) -> Hook:
+        hook = self._hooks.get(rpc.func)
+        if hook is None:
+            hook = self._hooks[rpc.func] = Hook(rpc.func)
+        return hook
+
+    def _configure_hub(self) -> None:
+        """Each channel's history, set once on the hub for its topics' prefix."""
+        for channel in self.registry.channels:
+            if channel.history is None or channel.pattern in self._configured:
+                continue
+            self._configured.add(channel.pattern)
+            names = channel.topic.names
+            static = channel.pattern.split("{", 1)[0] if names else channel.pattern
+            self.app.hub.configure(static + "*" if names else static, history=channel.history)
+
+    # ------------------------------------------------------------- serving
+
+    async def serve(self, ws: WebSocket) -> None:
+        if SUBPROTOCOL not in ws.subprotocols:
+            raise HTTPError(400, f"this endpoint speaks the {SUBPROTOCOL} subprotocol: "
+                                 f"offer it in Sec-WebSocket-Protocol")
+        await ws.accept(SUBPROTOCOL)
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            await ws.send_text(self.advice("overload"))
+            await ws.close(1013, "too many connections: try again later")
+            return
+        self._configure_hub()
+        conn = ChannelConnection(self, ws)
+        session = getattr(ws, "_session", None)
+        if session is not None:  # legato's server: advice before the shutdown close
+            session.on_shutdown = self._shutting_down
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+    def advice(self, reason: str) -> str:
+        """The ``reconnect`` frame: spread the clients' return over ``jitter`` ms, which
+        grows with the number of connections (1 ms each, 1-30 s) unless set."""
+        jitter = self.reconnect_jitter
+        if jitter is None:
+            jitter = min(30.0, max(1.0, len(self.connections) / 1000))
+        delay = 0 if reason == "shutdown" else 1000
+        return jsoncodec.dumps_str({"t": "reconnect", "delay": delay,
+                                    "jitter": int(jitter * 1000), "reason": reason})
+
+    def _shutting_down(self) -> tuple[int, str, str | None]:
+        return 1012, "server restarting", self.advice("shutdown")
+
+    async def client_js(self) -> Any:
+        from ..responses import Response  # noqa: PLC0415
+
+        return Response(_client_source(), media_type="text/javascript",
+                        headers={"cache-control": "no-cache"})
+
+
+_SOURCE: bytes | None = None
+
+
+def _client_source() -> bytes:
+    """The browser client (clients/js/legato.js, packaged as legato/channels/client.js)."""
+    global _SOURCE
+    if _SOURCE is None:
+        _SOURCE = resources.files(__package__).joinpath("client.js").read_bytes()
+    return _SOURCE
+
