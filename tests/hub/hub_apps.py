@@ -94,3 +94,12 @@ async def stats() -> Any:
 @app.get("/pid")
 async def pid() -> Any:
     return {"pid": PID}
+
+
+# Channels (docs/channels.md) at /_legato/ws: test_channel_processes.py.
+app.channel("room:{id}", history=100, presence=True)
+
+
+@app.rpc("pid")
+async def process_id() -> int:
+    return PID
