@@ -5,6 +5,11 @@ channel parameters). The messages the app receives on it are a ``receive`` opera
 those it sends a ``send`` operation, with payload schemas from the route's
 ``receive_type``/``send_type`` (pydantic models or dataclasses give their JSON Schema;
 ``"text"``, ``"bytes"``, ``"json"`` give string, binary, any).
+
+Declared channels (docs/channels.md) are channels too: the address is the topic pattern
+(``room:{id}``), reached through the ``legato.v1`` endpoint; ``send`` is the message
+clients receive (the hub's envelope around the channel's message type), ``receive`` what
+they publish. Each rpc is a ``receive`` operation on the endpoint with its ``reply``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def build_document(app: App) -> dict[str, Any]:
                 "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}],
             }
         channels[channel_id] = channel
+    if app._channels is not None:
+        _describe_channels(app, channels, operations, messages, schemas)
     return {
         "asyncapi": "3.0.0",
         "info": {"title": app.title, "version": app.version},
@@ -62,6 +69,74 @@ def build_document(app: App) -> dict[str, Any]:
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }
+
+
+def _describe_channels(app: App, channels: dict[str, Any], operations: dict[str, Any],
+                       messages: dict[str, Any], schemas: dict[str, Any]) -> None:
+    service = app._channels
+    endpoint = "legato-channels"
+    if endpoint in channels:
+        channels[endpoint]["description"] = (
+            "The legato.v1 channel protocol (subprotocol legato.v1): JSON frames, see "
+            "docs/channels.md. The channels below are topics reached through it.")
+    for declared in service.registry.channels:
+        channel_id = _identifier(declared.pattern, channels)
+        data = _hoist(json_schema(declared.message or "json"), schemas)
+        envelope = {"type": "object", "required": ["topic", "id", "data"], "properties": {
+            "topic": {"type": "string"}, "id": {"type": "string"}, "data": data}}
+        channel: dict[str, Any] = {
+            "address": declared.pattern, "messages": {},
+            "description": "A legato.v1 channel: join it over "
+                           f"{service.path}/ws" + (" (with presence)" if declared.presence
+                                                    else "")}
+        if declared.summary:
+            channel["summary"] = declared.summary
+        if declared.topic.names:
+            channel["parameters"] = {n: {"description": "topic placeholder"}
+                                     for n in declared.topic.names}
+        for action, payload in (("send", envelope), ("receive", data)):
+            message_id = f"{channel_id}{action.capitalize()}Message"
+            messages[message_id] = {"name": message_id, "payload": payload,
+                                    "contentType": "application/json"}
+            channel["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
+            operations[f"{channel_id}_{action}"] = {
+                "action": action, "channel": {"$ref": f"#/channels/{channel_id}"},
+                "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}]}
+        channels[channel_id] = channel
+    if not service.registry.rpcs or endpoint not in channels:
+        return
+    for name, rpc in service.registry.rpcs.items():
+        message_id = _identifier(f"rpc.{name}", messages)
+        request, answer = _rpc_types(rpc.func)
+        messages[message_id] = {"name": message_id, "contentType": "application/json",
+                                "payload": _hoist(json_schema(request), schemas)}
+        reply_id = f"{message_id}.reply"
+        messages[reply_id] = {"name": reply_id, "contentType": "application/json",
+                              "payload": _hoist(json_schema(answer), schemas)}
+        channels[endpoint]["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
+        channels[endpoint]["messages"][reply_id] = {"$ref": f"#/components/messages/{reply_id}"}
+        operation: dict[str, Any] = {
+            "action": "receive", "channel": {"$ref": f"#/channels/{endpoint}"},
+            "messages": [{"$ref": f"#/channels/{endpoint}/messages/{message_id}"}],
+            "reply": {"channel": {"$ref": f"#/channels/{endpoint}"},
+                      "messages": [{"$ref": f"#/channels/{endpoint}/messages/{reply_id}"}]}}
+        if rpc.summary:
+            operation["summary"] = rpc.summary
+        operations[_identifier(f"rpc_{name}", operations)] = operation
+
+
+def _rpc_types(func: Any) -> tuple[Any, Any]:
+    """The model an rpc validates its data into ("json" if none), and its return type."""
+    from .annotations import hints_of  # noqa: PLC0415
+    from .params import is_model_type  # noqa: PLC0415
+
+    resolved = hints_of(func).resolved
+    request = next((a for n, a in resolved.items() if n != "return" and is_model_type(a)),
+                   "json")
+    answer = resolved.get("return", "json")
+    if not is_model_type(answer):
+        answer = "json"
+    return request, answer
 
 
 def _identifier(name: str, taken: dict[str, Any]) -> str:

@@ -377,3 +377,51 @@ def test_declaring_a_channel_twice_or_a_bad_pattern_is_an_error_at_once() -> Non
         app.channel("x:{id}", message=int)
     with pytest.raises(ValueError, match="channels_path"):
         App(channels_path="no-slash").channel("a")
+
+
+def test_asyncapi_describes_each_channel_its_message_type_and_each_rpc_with_its_reply() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Line(pydantic.BaseModel):
+        text: str
+
+    class Query(pydantic.BaseModel):
+        room: str
+
+    app = App(docs=True)
+    app.channel("room:{id}", message=Line, presence=True, summary="Chat rooms")
+
+    @app.rpc("count")
+    async def count(data: Query) -> int:
+        """How many are in a room."""
+        return 1
+
+    doc = app.asyncapi()
+    json.dumps(doc)
+    [room] = [c for c in doc["channels"].values() if c["address"] == "room:{id}"]
+    assert room["summary"] == "Chat rooms" and set(room["parameters"]) == {"id"}
+    assert "legato.v1" in doc["channels"]["legato-channels"]["description"]
+    sent = [doc["components"]["messages"][r["$ref"].rsplit("/", 1)[1]]
+            for r in room["messages"].values()]
+    envelope = next(m["payload"] for m in sent if "properties" in m["payload"])
+    assert envelope["properties"]["data"] == {"$ref": "#/components/schemas/Line"}
+    rpc = doc["operations"]["rpc_count"]
+    assert rpc["action"] == "receive" and rpc["summary"] == "How many are in a room."
+    assert rpc["reply"]["messages"][0]["$ref"].startswith("#/channels/legato-channels/")
+    assert "Query" in doc["components"]["schemas"]
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    for ref in refs(doc):
+        target: Any = doc
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
