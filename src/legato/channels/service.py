@@ -104,7 +104,7 @@ class Channels:
                                  f"offer it in Sec-WebSocket-Protocol")
         await ws.accept(SUBPROTOCOL)
         if self.max_connections is not None and len(self.connections) >= self.max_connections:
-            await ws.send_text(self.advice("overload"))
+            await ws.send(self.advice("overload"))
             await ws.close(1013, "too many connections: try again later")
             return
         self._configure_hub()
