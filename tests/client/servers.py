@@ -1,0 +1,199 @@
+"""Real servers for the client tests, each stopped by what started it (by PID):
+
+* :func:`serve_in_thread`: legato's server on a free port, in a thread with its own loop;
+* :class:`LegatoProcess`: ``legato run channel_apps:app`` (SIGTERM sends reconnect advice);
+* :class:`RedisProcess`: a throwaway redis-server, so a hub outlives a server restart;
+* :class:`StallingProxy`: a TCP proxy that can stop forwarding (a half-open connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from ports import free_port, port_is_open
+
+from legato.server import Server, ServerConfig
+
+HERE = Path(__file__).parent
+WS_PATH = "/_legato/ws"
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[int]:
+    """Serve ``app`` on 127.0.0.1:<free port>; yield the port; shut down gracefully."""
+    server = Server(app, ServerConfig(port=0, host="127.0.0.1"))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.005)
+        started.set()
+        await serving
+
+    def target() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            failure.append(exc)
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    started.wait(10)
+    if failure:
+        raise failure[0]
+    try:
+        yield server.port
+    finally:
+        loop.call_soon_threadsafe(server.request_exit)
+        thread.join(10)
+
+
+class LegatoProcess:
+    """``legato run channel_apps:app --port N`` in tests/client."""
+
+    def __init__(self, port: int, hub: str, log: Path) -> None:
+        self.port = port
+        self.hub = hub
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        env = dict(os.environ, LEGATO_TEST_HUB=self.hub)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "legato", "run", "channel_apps:app", "--host",
+                 "127.0.0.1", "--port", str(self.port)],
+                cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not port_is_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"legato run did not start:\n{self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (graceful: reconnect advice, close 1012) and wait for the exit."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class RedisProcess:
+    """A redis-server of the test's own, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not port_is_open(self.port):
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+class StallingProxy:
+    """Forwards 127.0.0.1:<port> to a server; :meth:`stall` stops forwarding on the
+    connections open now (both ways), as a dead link or half-open TCP does."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.stalled = False
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._stalled_pipes: list[asyncio.Event] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> StallingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def stall(self) -> None:
+        """Stop forwarding on every connection open now; new connections forward."""
+        for gate in self._stalled_pipes:
+            gate.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        gate = asyncio.Event()
+        self._stalled_pipes.append(gate)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pipe(src, dst, gate))
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                    gate: asyncio.Event) -> None:
+        with suppress(OSError):
+            while True:
+                data = await src.read(65536)
+                if gate.is_set():
+                    await asyncio.Event().wait()  # swallow: nothing gets through any more
+                if not data:
+                    dst.close()
+                    return
+                dst.write(data)
