@@ -151,7 +151,7 @@ class StallingProxy:
         self.stalled = False
         self.connections = 0
         self._server: asyncio.Server | None = None
-        self._stalled_pipes: list[asyncio.Event] = []
+        self._stalled_pipes: list[tuple[asyncio.Event, asyncio.Event]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -169,19 +169,22 @@ class StallingProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def stall(self) -> None:
-        """Stop forwarding on every connection open now; new connections forward."""
-        for gate in self._stalled_pipes:
-            gate.set()
+    def stall(self, upstream: bool = True) -> None:
+        """Stop forwarding on every connection open now (server to client; also client
+        to server when ``upstream``); new connections forward."""
+        for gates in self._stalled_pipes:
+            gates[1].set()
+            if upstream:
+                gates[0].set()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
         self.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]
-        gate = asyncio.Event()
-        self._stalled_pipes.append(gate)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
+        gates = (asyncio.Event(), asyncio.Event())  # (upstream, downstream)
+        self._stalled_pipes.append(gates)
+        for src, dst, gate in ((reader, up_writer, gates[0]), (up_reader, writer, gates[1])):
             task = asyncio.ensure_future(self._pipe(src, dst, gate))
             self._tasks.add(task)
 
