@@ -14,6 +14,7 @@ import pytest
 from ports import free_port
 from servers import serve_in_thread
 
+from legato.protocol import accept_key
 from legato.client import (
     ChannelError,
     Client,
@@ -117,3 +118,55 @@ async def test_connect_to_nothing_keeps_retrying_with_backoff(fake_port: int) ->
     assert sum(c.state == "connecting" for c in changes) >= 3
     await client.close()
     assert changes[-1].state == "closed"
+
+
+# --------------------------------------------------------- RFC 6455 below legato.v1
+
+WELCOME_FRAME = b"\x81" + bytes([len(fake_servers.WELCOME)]) + fake_servers.WELCOME.encode()
+
+
+async def raw_server(after_welcome: bytes) -> tuple[asyncio.Server, int, list[bytes]]:
+    """A hand-written WebSocket server: a valid 101 for legato.v1, ``welcome``, then
+    ``after_welcome`` as raw bytes; it records what the client sends back."""
+    received: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Protocol: legato.v1\r\n"
+                     b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+                     + WELCOME_FRAME + after_welcome)
+        received.append(await reader.read(1000))
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], received
+
+
+@pytest.mark.parametrize(("frame", "close_code"), [
+    (b"\x81\x02\xff\xfe", 1007),  # RFC 6455 §8.1: a text message that is not UTF-8
+    (b"\x81\x82abcd\x00\x00", 1002),  # §5.1: a client MUST fail a masked frame
+    (b"\x83\x00", 1002),  # §5.2: a reserved opcode
+])
+async def test_client_fails_a_server_that_breaks_rfc_6455_with_its_code(
+        frame: bytes, close_code: int) -> None:
+    server, port, received = await raw_server(frame)
+    client = Client(f"ws://127.0.0.1:{port}/", base_delay=5)
+    try:
+        error = await asyncio.wait_for(first_failure(client), 5)
+        assert error.close_code == close_code
+        assert "server broke RFC 6455" in error.message
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.02)
+        # The client's masked Close frame: FIN+Close, masked, 2 bytes of code + reason.
+        assert received[0][0] == 0x88
+        masked = received[0]
+        code = bytes(b ^ m for b, m in zip(masked[6:8], masked[2:4], strict=True))
+        assert int.from_bytes(code, "big") == close_code
+    finally:
+        await client.close()
+        server.close()

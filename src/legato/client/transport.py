@@ -178,11 +178,17 @@ class WebSocket:
     async def receive(self) -> str | None:
         """The next text message, or None once the connection has ended.
 
-        Raises ``ServerProtocolError`` once for a binary message (the connection is
-        failed with 1003 first); the next call returns None.
+        The messages that arrived whole before a protocol failure (RFC 6455 §7.1.7) or a
+        binary message come first; then ``ServerProtocolError`` is raised once (the
+        connection already failed with its code); later calls return None.
         """
-        self._process()
-        while not self._texts:
+        while True:
+            self._process()
+            if self._texts:
+                return self._texts.popleft()
+            if self.failure is not None:
+                failure, self.failure = self.failure, None
+                raise failure
             if self._ended:
                 return None
             try:
@@ -194,18 +200,15 @@ class WebSocket:
                 self._conn.receive_data(data)
             else:
                 self._conn.receive_eof()
-            self._process()
-            if self.failure is not None and not self._texts:
-                failure, self.failure = self.failure, None
-                raise failure
-        return self._texts.popleft()
 
     def _process(self) -> None:
         for event in self._conn.events_received():
+            if self._ended:
+                continue  # nothing after a failure or a Close is read (§7.1.7, §5.5.1)
             if isinstance(event, TextMessage):
                 self._texts.append(event.data)
             elif isinstance(event, BytesMessage):
-                self.fail(CLOSE_UNSUPPORTED_DATA, "binary message")
+                self._fail_transport(CLOSE_UNSUPPORTED_DATA, "binary message")
                 self.failure = ServerProtocolError(
                     "server sent a binary message (legato.v1 frames are text)",
                     close_code=CLOSE_UNSUPPORTED_DATA)
@@ -233,10 +236,13 @@ class WebSocket:
     def fail(self, code: int, reason: str) -> None:
         """Close with ``code`` because the server misbehaved, and drop TCP at once
         (RFC 6455 §7.1.7): nothing more it sends is read."""
+        self._texts.clear()
+        self._fail_transport(code, reason)
+
+    def _fail_transport(self, code: int, reason: str) -> None:
         if self._conn.state is State.OPEN:
             self._conn.send_close(code, reason)
         self._end(code, reason)
-        self._texts.clear()
         out = self._conn.data_to_send()
         if out and not self._writer.is_closing():
             self._writer.write(out)
