@@ -71,3 +71,17 @@ async def plain(ws: WebSocket) -> None:
 
 async def noop(_: Any) -> None:
     return None
+
+
+@app.websocket("/advice", auto_accept=False, subprotocols=["legato.v1"])
+async def advice(ws: WebSocket) -> None:
+    """welcome, then reconnect advice (300 ms, no jitter) and close 1013; counts visits."""
+    connections["advice"] = connections.get("advice", 0) + 1
+    visits.append(asyncio.get_running_loop().time())
+    await ws.accept("legato.v1")
+    await ws.send_text(WELCOME)
+    await ws.send_text('{"t":"reconnect","delay":300,"jitter":0,"reason":"overload"}')
+    await ws.close(1013, "overloaded")
+
+
+visits: list[float] = []

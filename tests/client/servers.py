@@ -177,6 +177,12 @@ class StallingProxy:
             if upstream:
                 gates[0].set()
 
+    def drop(self) -> None:
+        """Abort every connection open now (both ends see a reset)."""
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
         self.connections += 1

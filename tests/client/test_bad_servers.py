@@ -170,3 +170,21 @@ async def test_client_fails_a_server_that_breaks_rfc_6455_with_its_code(
     finally:
         await client.close()
         server.close()
+
+
+async def test_reconnect_advice_sets_the_delay_instead_of_the_backoff(fake_port: int
+                                                                      ) -> None:
+    """docs/channels.md: after advice the client waits delay + random(0, jitter), here
+    300 ms, although its backoff (30 s base) would wait far longer."""
+    client = Client(f"ws://127.0.0.1:{fake_port}/advice", base_delay=30, max_delay=30)
+    try:
+        await asyncio.wait_for(client.connect(), 5)
+        for _ in range(100):
+            if len(fake_servers.visits) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        first, second = fake_servers.visits[:2]
+        assert 0.28 <= second - first < 1.5
+        assert isinstance(client.last_error, ChannelError)
+    finally:
+        await client.close()

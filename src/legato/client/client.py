@@ -534,7 +534,16 @@ class Client:
         if timeout is None:
             return await request.future
         try:
-            return await asyncio.wait_for(request.future, timeout + CALL_GRACE)
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
         except asyncio.TimeoutError:
+            if request.ref is not None:  # sent: let the server's `timeout` come first
+                try:
+                    return await asyncio.wait_for(request.future, CALL_GRACE)
+                except asyncio.TimeoutError:
+                    pass
+            request.future.cancel()  # never sent: it never will be
             raise ChannelError(TIMEOUT, f"no answer to call {name!r} within "
                                f"{timeout:g} s") from None
+        except asyncio.CancelledError:
+            request.future.cancel()
+            raise
