@@ -64,6 +64,8 @@ class ChannelConnection:
         self.id = uuid4().hex[:16]
         self.joined: dict[str, Joined] = {}
         self.calls: set[asyncio.Task[None]] = set()
+        #: More fields of the welcome frame (the SSE transport's token).
+        self.welcome_extra: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- sending
 
@@ -86,7 +88,8 @@ class ChannelConnection:
 
     async def serve(self) -> None:
         await self.send({"t": "welcome", "v": 1, "conn": self.id,
-                         "heartbeat": int(self.service.heartbeat * 1000)})
+                         "heartbeat": int(self.service.heartbeat * 1000),
+                         **self.welcome_extra})
         try:
             async for raw in self.ws:
                 if not isinstance(raw, str):

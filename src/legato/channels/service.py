@@ -73,6 +73,10 @@ class Channels:
                            subprotocols=[SUBPROTOCOL],
                            summary="legato.v1 channels (docs/channels.md)")(self.serve)
         self.app.route(f"{self.path}/client.js", name="legato-client")(self.client_js)
+        from .sse import SseTransport  # noqa: PLC0415
+
+        self.sse = SseTransport(self)
+        self.sse.mount()
 
     def hook(self, func: Callable[..., Any], channel: Channel) -> Hook:
         hook = self._hooks.get(func)

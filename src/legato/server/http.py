@@ -328,6 +328,7 @@ class HttpProtocol(asyncio.Protocol):
             "root_path": self.config.root_path, "headers": self._headers,
             "client": self.client, "server": self.server,
             "state": dict(self.state.lifespan_state),
+            "extensions": {"legato.shutdown": self.state.shutdown_event},
         }
         return scope
 

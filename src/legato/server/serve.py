@@ -223,6 +223,7 @@ class Server:
             return
         logger.info("shutting down")
         state.shutting_down = True
+        state.shutdown_event.set()
         if self._server is not None:
             self._server.close()
         for connection in list(state.connections):

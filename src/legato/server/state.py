@@ -63,6 +63,9 @@ class ServerState:
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
+        #: Set when shutdown begins; HTTP scopes carry it (extension "legato.shutdown")
+        #: so that endless responses (the channels' SSE streams) can end in time.
+        self.shutdown_event = asyncio.Event()
         #: The ASGI lifespan state dict, copied into each request's scope.
         self.lifespan_state: dict[str, Any] = {}
         self.handshake = ServerHandshake(

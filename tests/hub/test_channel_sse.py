@@ -1,0 +1,177 @@
+"""The fallback transport (docs/channels.md, SSE): Server-Sent Events down, POST up,
+against real ``legato run`` processes on a real Redis (hub_apps:app)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from test_channel_processes import Peer
+from test_hub_processes import Legato, hub_url, start  # noqa: F401 - fixtures
+
+
+class Stream:
+    """One SSE channel connection: events as they come, POSTs up."""
+
+    def __init__(self, client: httpx.AsyncClient, legato: Legato, response: httpx.Response
+                 ) -> None:
+        self.client, self.legato, self.response = client, legato, response
+        self.lines = response.aiter_lines()
+        self.ref = 0
+        self.last_id = ""
+        self.welcome: dict[str, Any] = {}
+
+    async def event(self) -> dict[str, Any]:
+        data = []
+        while True:
+            line = await asyncio.wait_for(self.lines.__anext__(), 10)
+            if line.startswith("id: "):
+                self.last_id = line[4:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            elif line == "" and data:
+                frame: dict[str, Any] = json.loads("\n".join(data))
+                return frame
+
+    async def post(self, *frames: dict[str, Any], token: str | None = None,
+                   to: Legato | None = None) -> httpx.Response:
+        target = to or self.legato
+        return await self.client.post(
+            f"http://127.0.0.1:{target.port}/_legato/send",
+            params={"conn": self.welcome["conn"]},
+            headers={"x-legato-token": token or self.welcome["token"]},
+            content=json.dumps(list(frames)))
+
+    async def request(self, kind: str, to: Legato | None = None, **fields: Any) -> int:
+        self.ref += 1
+        response = await self.post({"t": kind, "ref": self.ref, **fields}, to=to)
+        assert response.status_code == 202, response.text
+        return self.ref
+
+    async def answer(self, ref: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        before = []
+        while True:
+            frame = await self.event()
+            if frame.get("ref") == ref and frame.get("t") in ("reply", "error"):
+                return frame, before
+            before.append(frame)
+
+    async def ok(self, kind: str, to: Legato | None = None, **fields: Any) -> Any:
+        frame, _ = await self.answer(await self.request(kind, to=to, **fields))
+        assert frame["t"] == "reply", frame
+        return frame["data"]
+
+
+@asynccontextmanager
+async def sse(client: httpx.AsyncClient, legato: Legato, last_event_id: str | None = None
+              ) -> AsyncIterator[Stream]:
+    headers = {"last-event-id": last_event_id} if last_event_id else {}
+    async with client.stream("GET", f"http://127.0.0.1:{legato.port}/_legato/sse",
+                             headers=headers, timeout=20) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = Stream(client, legato, response)
+        if last_event_id is None:
+            stream.welcome = await stream.event()
+        yield stream
+
+
+async def test_over_sse_a_client_joins_publishes_and_calls_with_answers_down_the_stream(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    async with httpx.AsyncClient() as client, sse(client, legato) as stream:
+        assert stream.welcome["t"] == "welcome" and stream.welcome["transport"] == "sse"
+        assert stream.welcome["token"] and stream.welcome["conn"]
+        joined = await stream.ok("join", topic="room:s")
+        assert joined["lost"] is None
+        ack = await stream.ok("pub", topic="room:s", data="over sse")
+        message = await stream.event()
+        while "t" in message:
+            message = await stream.event()
+        assert message == {"topic": "room:s", "id": ack["id"], "data": "over sse"}
+        assert isinstance(await stream.ok("call", name="pid"), int)
+
+
+async def test_a_post_with_a_wrong_token_or_a_bad_body_is_refused_with_a_clear_status(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    async with httpx.AsyncClient() as client, sse(client, legato) as stream:
+        wrong = await stream.post({"t": "ping", "ref": 1}, token="not-the-token")
+        assert wrong.status_code == 403
+        base = f"http://127.0.0.1:{legato.port}/_legato/send"
+        no_conn = await client.post(base, content="{}")
+        assert no_conn.status_code == 400
+        not_json = await client.post(base, params={"conn": stream.welcome["conn"]},
+                                     headers={"x-legato-token": stream.welcome["token"]},
+                                     content="nope")
+        assert not_json.status_code == 400 and "JSON" in not_json.text
+
+
+async def test_a_post_that_reaches_another_process_is_carried_to_the_stream_by_the_hub(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    one, two = start(hub_url, 2)
+    async with httpx.AsyncClient() as client, sse(client, one) as stream:
+        await stream.ok("join", topic="room:x", to=two)
+        assert await stream.ok("call", name="pid", to=two) == \
+            await stream.ok("call", name="pid", to=one)  # answered where the stream is
+
+
+async def test_a_stream_back_within_the_linger_with_last_event_id_gets_every_frame_after_it(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    ws = await Peer.open(legato)
+    await ws.ok("join", topic="room:l")
+    async with httpx.AsyncClient() as client:
+        async with sse(client, legato) as stream:
+            await stream.ok("join", topic="room:l")
+            welcome, last = stream.welcome, stream.last_id
+        sent = [(await ws.ok("pub", topic="room:l", data=n))[0]["id"] for n in range(5)]
+        async with sse(client, legato, last_event_id=last) as back:
+            back.welcome = welcome
+            ids = []
+            while len(ids) < 5:
+                frame = await back.event()
+                if "t" not in frame:
+                    ids.append(frame["id"])
+            assert ids == sent
+            assert back.last_id.startswith(welcome["conn"] + ".")
+            assert await back.ok("call", name="pid")
+    await ws.conn.close()
+
+
+async def test_a_websocket_client_and_an_sse_client_in_one_room_see_each_other(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    ws = await Peer.open(legato)
+    await ws.ok("join", topic="room:mix")
+    async with httpx.AsyncClient() as client, sse(client, legato) as stream:
+        await stream.ok("join", topic="room:mix")
+        (ack, _) = await ws.ok("pub", topic="room:mix", data="from ws")
+        frame = await stream.event()
+        while "t" in frame:
+            frame = await stream.event()
+        assert frame["id"] == ack["id"] and frame["data"] == "from ws"
+        up = await stream.ok("pub", topic="room:mix", data="from sse")
+        seen = []
+        while not seen or seen[-1] != up["id"]:
+            got = await ws.recv()
+            if "t" not in got:
+                seen.append(got["id"])
+        assert seen == [ack["id"], up["id"]]  # its own, then the SSE client's
+    await ws.conn.close()
+
+
+async def test_at_shutdown_an_sse_stream_ends_with_reconnect_advice_and_close_1012(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    async with httpx.AsyncClient() as client, sse(client, legato) as stream:
+        legato.proc.send_signal(signal.SIGTERM)
+        advice = await stream.event()
+        assert advice["t"] == "reconnect" and advice["reason"] == "shutdown"
+        closing = await stream.event()
+        assert closing == {"t": "close", "code": 1012, "reason": "server restarting"}
