@@ -1,0 +1,395 @@
+/**
+ * legato's browser client for the `legato.v1` channel protocol (docs/channels.md):
+ * many topics on one WebSocket, publish with an ack, request/reply, presence, and a
+ * connection that comes back by itself. One ES module, no dependencies.
+ *
+ * States (docs/channels.md "States"); every transition goes through `_set`:
+ *   Client:  connecting -> connected (welcome) -> disconnected (socket gone, a
+ *            reconnect scheduled) -> connecting ...; closed after close().
+ *   Channel: joining -> joined -> (connection lost) joining -> joined ...;
+ *            left after leave(); failed when the server refused the join.
+ *
+ * A request (pub, call, presence) is in one of two places: `_queue` (waiting for a
+ * connection, or for its topic's join) or `_refs` (sent, keyed by ref). When the
+ * socket goes, sent publishes and presence requests go back to the front of the queue
+ * (a publish keeps its `once`, so the server never publishes it twice) and sent calls
+ * fail with `disconnected`: the client cannot know whether they ran.
+ */
+
+/** A failure with the protocol's `code` (docs/channels.md "Errors") and `details`. */
+export class LegatoError extends Error {
+  constructor(code, message, details) {
+    super(message || code);
+    this.name = "LegatoError";
+    this.code = code;
+    this.details = details;
+  }
+}
+
+const fail = (code, message) => new LegatoError(code, message);
+
+// Decides a request once: an answer, a timeout, a lost connection or close(),
+// whichever comes first.
+const settle = (r, error, value) => {
+  if (r.done) return;
+  r.done = true;
+  clearTimeout(r.timer);
+  error ? r.reject(error) : r.resolve(value);
+};
+
+// `once` keys: 4 random 32-bit numbers in base 36, about 26 characters (the protocol
+// allows 1-64). getRandomValues, unlike randomUUID, works outside secure contexts too.
+const onceKey = () =>
+  crypto.getRandomValues(new Uint32Array(4)).reduce((s, n) => s + n.toString(36), "");
+
+/** The WebSocket URL: `base` (a path, or an http(s)/ws(s) URL) + "/ws" + params. */
+const wsUrl = (base, params) => {
+  const url = new URL(base.replace(/\/+$/, "") + "/ws", globalThis.location?.href);
+  url.protocol = url.protocol.replace("http", "ws");
+  for (const k in params) url.searchParams.set(k, params[k]);
+  return url.href;
+};
+
+class Emitter {
+  constructor() {
+    this._on = {};
+  }
+
+  /** Calls `fn` on every `event`; returns a function that stops it. */
+  on(event, fn) {
+    (this._on[event] ||= []).push(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    this._on[event] = (this._on[event] || []).filter((f) => f !== fn);
+  }
+
+  _emit(event, ...args) {
+    for (const fn of this._on[event] || []) {
+      // A listener that throws must not break the connection's state: report it
+      // (as an uncaught error) and carry on with the others.
+      try {
+        fn(...args);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * One connection to a legato App's channels, kept open until close().
+ *
+ * Options (times in ms):
+ * - `params`: query parameters of the WebSocket URL, an object or a function
+ *   returning one (called at every connect: fresh tokens).
+ * - `heartbeat`: ping interval; by default the server's (welcome, 25,000).
+ * - `grace` (10,000): the connection is dead after heartbeat + grace without a frame.
+ * - `baseDelay` (500), `maxDelay` (30,000): reconnect backoff, full jitter.
+ * - `queueLimit` (100): requests that may wait for a connection; more fail at once
+ *   with `queue_full`.
+ * - `WebSocket`: the WebSocket class (default: the global one).
+ *
+ * Events: "state" (state), "error" (a LegatoError the server sent about no request).
+ */
+export class Client extends Emitter {
+  constructor(url = "/_legato", options = {}) {
+    super();
+    this.url = url;
+    this.options = { baseDelay: 500, maxDelay: 30000, queueLimit: 100, grace: 10000, ...options };
+    wsUrl(url, {}); // a bad URL throws here, not later in a timer
+    this.state = "connecting";
+    this.conn = null; // the server's id of this connection (welcome)
+    this._topics = new Map(); // topic -> Channel, every one not left or failed
+    this._queue = [];
+    this._refs = new Map();
+    this._ref = 0;
+    this._attempt = 0; // reconnects since the last welcome: the backoff's exponent
+    this._advice = null; // the server's last `reconnect` frame on this socket
+    // Connect after the caller's synchronous code, so its "state" listener sees
+    // "connecting".
+    queueMicrotask(() => this._connect());
+  }
+
+  /** Joins `topic` (once: joining again gives the same Channel). */
+  join(topic, { data } = {}) {
+    if (this.state === "closed") throw fail("closed", "the client is closed");
+    let ch = this._topics.get(topic);
+    if (!ch) {
+      this._topics.set(topic, (ch = new Channel(this, topic, data)));
+      if (this.state === "connected") ch._join();
+    }
+    return ch;
+  }
+
+  /** Calls the server's `@app.rpc(name)` handler; resolves with what it returned.
+   * `timeout` bounds the whole wait (queue included) and the handler on the server. */
+  call(name, data, { timeout } = {}) {
+    const frame = { t: "call", name, data };
+    if (timeout) frame.timeout = timeout;
+    return this._request(frame, null, timeout);
+  }
+
+  /** Closes for good: pending requests fail with `closed`, no reconnect. */
+  close() {
+    if (this.state === "closed") return;
+    this._set("closed");
+    clearTimeout(this._timer);
+    this._detach(1000);
+    const error = fail("closed", "the client was closed");
+    for (const r of [...this._refs.values(), ...this._queue]) settle(r, error);
+    this._refs.clear();
+    this._queue = [];
+    for (const ch of this._topics.values()) ch._set("left");
+    this._topics.clear();
+  }
+
+  _set(state) {
+    this.state = state;
+    this._emit("state", state);
+  }
+
+  _connect() {
+    if (this.state === "closed") return;
+    this._set("connecting");
+    const o = this.options;
+    const params = typeof o.params === "function" ? o.params() : o.params;
+    const ws = (this._ws = new (o.WebSocket || WebSocket)(wsUrl(this.url, params), "legato.v1"));
+    ws.onmessage = (e) => this._frame(e.data);
+    ws.onclose = () => this._lost(ws); // "error" is always followed by "close"
+    this._watch(o.heartbeat || 25000); // a handshake that hangs is a dead connection too
+  }
+
+  // The dead-connection watch (docs/channels.md "Heartbeat"): no frame at all for
+  // `interval + grace` ms closes the socket and reconnects. One timer, re-armed for
+  // the time left, instead of one per frame.
+  _watch(interval) {
+    const limit = interval + this.options.grace;
+    this._last = Date.now();
+    clearTimeout(this._dead);
+    const check = () => {
+      const idle = Date.now() - this._last;
+      if (idle < limit) this._dead = setTimeout(check, limit - idle);
+      else this._lost(this._ws);
+    };
+    this._dead = setTimeout(check, limit);
+  }
+
+  // Forgets the socket (its late events are ignored) and closes it without waiting
+  // for the close handshake: a dead peer never answers it.
+  _detach(code) {
+    const ws = this._ws;
+    this._ws = null;
+    clearTimeout(this._dead);
+    clearInterval(this._ping);
+    if (ws) {
+      ws.onmessage = ws.onclose = null;
+      ws.close(code);
+    }
+  }
+
+  _lost(ws) {
+    if (ws !== this._ws) return;
+    this._detach();
+    const resend = [];
+    for (const r of this._refs.values()) {
+      const t = r.frame.t;
+      if (t === "call") settle(r, fail("disconnected", "the connection was lost during the call"));
+      else if (t === "leave") settle(r, null, {}); // a new connection has not joined it
+      else if (t !== "join") resend.push(r); // joins are redone for every topic anyway
+    }
+    this._refs.clear();
+    this._queue.unshift(...resend); // sent before what was queued after them: order kept
+    for (const ch of this._topics.values()) if (ch.state === "joined") ch._set("joining");
+    this._set("disconnected");
+    const a = this._advice;
+    const o = this.options;
+    this._advice = null;
+    // docs/channels.md "Reconnecting": the server's advice, else full-jitter backoff.
+    const delay = a
+      ? (a.delay || 0) + Math.random() * (a.jitter || 0)
+      : Math.random() * Math.min(o.maxDelay, o.baseDelay * 2 ** this._attempt++);
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _frame(text) {
+    this._last = Date.now();
+    let f;
+    try {
+      f = JSON.parse(text);
+    } catch {
+      return; // not ours to fail on: the server never sends it
+    }
+    const t = f.t;
+    if (!t) this._topics.get(f.topic)?._message(f);
+    else if (t === "reply" || t === "error") this._answer(f);
+    else if (t === "joined" || t === "left") this._topics.get(f.topic)?._emit(t, f.member);
+    else if (t === "welcome") this._welcome(f);
+    else if (t === "reconnect") this._advice = f;
+  }
+
+  _welcome(f) {
+    const every = this.options.heartbeat || f.heartbeat || 25000;
+    this.conn = f.conn;
+    this._attempt = 0;
+    this._watch(every);
+    this._ping = setInterval(() => this._send({ t: "ping", ref: ++this._ref }), every);
+    this._set("connected");
+    for (const ch of this._topics.values()) ch._join();
+    this._flush(); // calls now; publishes once their topic is joined again
+  }
+
+  _answer(f) {
+    const r = this._refs.get(f.ref);
+    const error = f.t === "error" && new LegatoError(f.code, f.message, f.details);
+    if (!r) {
+      if (error && f.ref == null) this._emit("error", error);
+      return;
+    }
+    this._refs.delete(f.ref);
+    settle(r, error, f.data);
+  }
+
+  _send(frame) {
+    this._ws.send(JSON.stringify(frame));
+  }
+
+  _out(r) {
+    r.frame.ref = ++this._ref;
+    this._refs.set(r.frame.ref, r);
+    this._send(r.frame);
+  }
+
+  _ready(r) {
+    return this.state === "connected" && (!r.ch || r.ch.state === "joined");
+  }
+
+  // Sends what waited and may go now; the rest keeps its order in the queue.
+  _flush() {
+    const wait = [];
+    for (const r of this._queue) if (!r.done) this._ready(r) ? this._out(r) : wait.push(r);
+    this._queue = wait;
+  }
+
+  // Fails what waits for `ch` (left, or its join refused).
+  _drain(ch, error) {
+    this._topics.delete(ch.topic);
+    this._queue = this._queue.filter((r) => r.ch !== ch || settle(r, error));
+  }
+
+  _request(frame, ch, timeout) {
+    return new Promise((resolve, reject) => {
+      const r = { frame, ch, resolve, reject };
+      if (this.state === "closed") return reject(fail("closed", "the client is closed"));
+      // Nothing of `ch` waits when it is ready (joining flushes it), so sending now
+      // keeps the order.
+      if (this._ready(r)) this._out(r);
+      else if (this._queue.length < this.options.queueLimit) this._queue.push(r);
+      else return reject(fail("queue_full", "too many requests wait for a connection"));
+      if (timeout) {
+        r.timer = setTimeout(() => {
+          this._refs.delete(frame.ref);
+          this._queue = this._queue.filter((q) => q !== r);
+          settle(r, fail("timeout", "no answer in time"));
+        }, timeout);
+      }
+    });
+  }
+}
+
+/**
+ * One topic joined on a Client (client.join(topic)).
+ *
+ * Events: "message" (data, {id, topic}), "joined"/"left" (member: presence),
+ * "lost" ({reason, first_kept}: messages after the last one seen cannot be sent),
+ * "state" (state, detail: the join's reply, or the error), "error" (join refused).
+ */
+class Channel extends Emitter {
+  constructor(client, topic, data) {
+    super();
+    this.client = client;
+    this.topic = topic;
+    this.data = data;
+    this.state = "joining";
+    this.info = null; // what the channel's on_join hook returned
+    this._since = null; // the last id seen, and the epoch it belongs to: the resume point
+    this._epoch = null;
+    this._seen = new Set(); // recent ids: a message delivered twice is dropped
+  }
+
+  /** Publishes `data`; resolves with the message's id once the server has it. */
+  publish(data) {
+    return this._request({ t: "pub", topic: this.topic, data, once: onceKey() }).then((d) => d.id);
+  }
+
+  /** The members listed on this topic: [{conn, data}, ...]. */
+  presence() {
+    return this._request({ t: "presence", topic: this.topic }).then((d) => d.members);
+  }
+
+  /** Leaves the topic: no more messages; what waited to be sent fails (`not_joined`). */
+  leave() {
+    if (this.state === "left" || this.state === "failed") return Promise.resolve();
+    const c = this.client;
+    this._set("left");
+    c._drain(this, fail("not_joined", "the topic was left"));
+    return c.state === "connected" ? c._request({ t: "leave", topic: this.topic }) : Promise.resolve();
+  }
+
+  _request(frame) {
+    if (this.state === "left" || this.state === "failed") {
+      return Promise.reject(fail("not_joined", `${this.topic} is ${this.state}`));
+    }
+    return this.client._request(frame, this);
+  }
+
+  _set(state, detail) {
+    this.state = state;
+    this._emit("state", state, detail);
+  }
+
+  _join() {
+    const f = { t: "join", topic: this.topic, data: this.data };
+    if (this._since != null) {
+      f.since = this._since;
+      f.epoch = this._epoch;
+    }
+    this._fresh = []; // ids received during this join: they belong to the reply's epoch
+    this.client._out({ frame: f, resolve: (d) => this._joined(d), reject: (e) => this._failed(e) });
+  }
+
+  _joined(d) {
+    if (this.state !== "joining") return; // left meanwhile
+    // Another epoch: the ids seen before belong to a history that no longer exists.
+    if (this._epoch != null && d.epoch !== this._epoch) this._seen = new Set(this._fresh);
+    this._epoch = d.epoch;
+    this.info = d.info ?? null;
+    if (d.lost) this._emit("lost", d.lost);
+    this._set("joined", d);
+    this.client._flush();
+  }
+
+  _failed(error) {
+    if (this.state !== "joining") return;
+    this._set("failed", error);
+    this.client._drain(this, error);
+    this._emit("error", error);
+  }
+
+  _message(f) {
+    const id = f.id;
+    if (id != null) {
+      const seen = this._seen;
+      if (seen.has(id)) return;
+      seen.add(id);
+      // 1,000 ids: far more than a resume replays twice in practice, a few KB a topic.
+      if (seen.size > 1000) seen.delete(seen.values().next().value);
+      this._since = id;
+      if (this.state === "joining") this._fresh.push(id);
+    }
+    this._emit("message", f.data, { id, topic: this.topic });
+  }
+}
