@@ -29,9 +29,9 @@ WS_PATH = "/_legato/ws"
 
 
 @contextmanager
-def serve_in_thread(app: Any) -> Iterator[int]:
+def serve_in_thread(app: Any, **settings: Any) -> Iterator[int]:
     """Serve ``app`` on 127.0.0.1:<free port>; yield the port; shut down gracefully."""
-    server = Server(app, ServerConfig(port=0, host="127.0.0.1"))
+    server = Server(app, ServerConfig(port=0, host="127.0.0.1", **settings))
     loop = asyncio.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []

@@ -169,16 +169,18 @@ async def test_presence_lists_members_and_reports_joined_and_left(live: str, roo
             members = await ann_room.presence()
             assert sorted(m.data["name"] for m in members) == ["ann", "bob"]
             assert {m.conn for m in members} == {ann.conn_id, bob.conn_id}
-            joined = await asyncio.wait_for(anext_event(events, "joined"), 5)
+            # ann's own `joined` may come after her join's reply: wait for bob's
+            joined = await asyncio.wait_for(anext_event(events, "joined", bob.conn_id), 5)
             assert (joined.member.conn, joined.member.data) == (bob.conn_id, {"name": "bob"})
             bob_id = bob.conn_id
-        left = await asyncio.wait_for(anext_event(events, "left"), 5)
+        left = await asyncio.wait_for(anext_event(events, "left", bob_id), 5)
         assert left.member.conn == bob_id
         assert [m.conn for m in await ann_room.presence()] == [ann.conn_id]
 
 
-async def anext_event(events: Any, kind: str) -> PresenceEvent:
+async def anext_event(events: Any, kind: str, conn: str | None) -> PresenceEvent:
     async for event in events:
-        if isinstance(event, PresenceEvent) and event.kind == kind:
+        if isinstance(event, PresenceEvent) and event.kind == kind \
+                and event.member.conn == conn:
             return event
     raise AssertionError("events ended")

@@ -282,10 +282,7 @@ class Client:
                 else:
                     text = await asyncio.wait_for(ws.receive(), welcome_by - loop.time())
                 if text is None:
-                    return self._dead or Disconnected(
-                        f"the server closed the connection ({ws.close_code} "
-                        f"{ws.close_reason})".replace(" )", ")"),
-                        ws.close_code or 1006, ws.close_reason)
+                    return self._dead or _closed_by_server(ws)
                 self._dispatch(parse_server_frame(text))
             except asyncio.TimeoutError:
                 return self._protocol_error(ws, ServerProtocolError(
@@ -547,3 +544,9 @@ class Client:
         except asyncio.CancelledError:
             request.future.cancel()
             raise
+
+
+def _closed_by_server(ws: WebSocket) -> Disconnected:
+    code = ws.close_code or 1006
+    how = f"{code} {ws.close_reason}" if ws.close_reason else str(code)
+    return Disconnected(f"the server closed the connection ({how})", code, ws.close_reason)

@@ -77,7 +77,7 @@ class ErrorFrame:
 
 @dataclass(frozen=True, slots=True)
 class Pong:
-    ref: int
+    ref: int | None  # null answers a ping without ref (the server allows one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +170,7 @@ def _error(f: _Fields) -> ErrorFrame:
 
 
 def _pong(f: _Fields) -> Pong:
-    ref = f.ref()
-    assert ref is not None
-    return Pong(ref)
+    return Pong(f.ref(nullable=True))
 
 
 def _joined(f: _Fields) -> PresenceFrame:
