@@ -1,6 +1,7 @@
-"""The chat example that `make run` starts: rooms, an HTML + JavaScript client, every
-message broadcast to everyone in the room through the hub, with history so a reloaded
-page catches up.
+"""The chat example that `make run` starts: rooms, an HTML page on legato's browser
+client (channels, docs/channels.md), every message broadcast to everyone in the room
+through the hub, with history so a reloaded page catches up and a page that lost its
+connection (the server restarted, the network dropped) reconnects and resumes by itself.
 
     python examples/chat/app.py                     # http://127.0.0.1:8000
 
@@ -9,8 +10,13 @@ this file once per port with ``LEGATO_HUB=redis://...``
 
     python examples/chat_redis.py                   # http://127.0.0.1:8001 and :8002
 
-Open the page in two tabs, pick the same room, and talk; reload a tab and it gets what it
-missed (the page remembers the id of the last message it saw and resumes with since=).
+Open the page in two tabs, pick the same room, and talk; restart the server and keep
+typing: what you type while it is down is sent when it is back, and every page shows
+every message once.
+
+Two ways in, one room: pages join the channel ``room:{id}`` through
+``/_legato/client.js``; plain WebSocket clients (websocat, scripts) use ``/ws/{room}``
+with JSON ``{"text": ...}``. Both publish the same messages to the same topic.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ import os
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Any
+
 from legato import App, FileResponse, WebSocket
+from legato.channels import ChannelError
 
 HERE = Path(__file__).parent
 MAX_TEXT = 2000  # characters per chat message; longer ones are cut
@@ -28,6 +38,31 @@ HISTORY = 100  # messages a room keeps for pages that reload or join late
 
 app = App(hub=os.environ.get("LEGATO_HUB", "memory://"), hub_history=HISTORY)
 app.static("/static", str(HERE / "static"))
+
+
+@dataclass
+class Line:
+    """What a page publishes; the server adds who said it and when."""
+
+    text: str
+
+
+def member(data: Any) -> dict[str, str]:
+    """A page's presence in its room: the name it joined with, trimmed."""
+    name = data.get("name") if isinstance(data, dict) else None
+    return {"name": str(name or "").strip()[:32] or "guest"}
+
+
+room = app.channel("room:{id}", message=Line, history=HISTORY, presence=member)
+
+
+@room.on_publish
+def said(message: Line, member: dict[str, str]) -> dict[str, Any]:
+    text = message.text.strip()
+    if not text:
+        raise ChannelError("invalid", "say something")
+    return {"type": "message", "user": member["name"], "text": text[:MAX_TEXT],
+            "ts": time.time()}
 
 
 @app.route("/")

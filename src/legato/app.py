@@ -309,16 +309,18 @@ class App:
         if message is not None and not is_model_type(message):
             raise TypeError(f"message= is a pydantic model or a dataclass, not {message!r}")
         if callable(presence):
-            self._check_annotations(presence, "channel presence hook",
-                                    ("topic", "action", "data", "message", "name"))
+            from .channels.calls import EVENT_VALUES  # noqa: PLC0415
+
+            self._check_annotations(presence, "channel presence hook", EVENT_VALUES)
         return self.channels.channel(pattern, message=message, history=history,
                                      presence=presence, summary=summary)
 
     def rpc(self, name: str, *, summary: str | None = None) -> Callable[[F], F]:
         """Register a handler clients ``call`` by ``name`` (docs/channels.md)."""
+        from .channels.calls import EVENT_VALUES  # noqa: PLC0415
+
         def register(func: F) -> F:
-            self._check_annotations(func, "rpc handler",
-                                    ("topic", "action", "data", "message", "name"))
+            self._check_annotations(func, "rpc handler", EVENT_VALUES)
             self.channels.rpc(name, func, summary)
             return func
 

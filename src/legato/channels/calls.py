@@ -2,7 +2,8 @@
 
 They are injected like WebSocket handlers (``ws``, ``session``, ``app``, providers) and
 get the event's own values by name: ``topic``, ``action``, ``data``, ``message``,
-``name``, and the channel pattern's placeholders (``id`` for ``room:{id}``, converted to
+``name``, ``member`` (this connection's presence value on the topic), and the channel
+pattern's placeholders (``id`` for ``room:{id}``, converted to
 the annotation). A parameter annotated with a pydantic model or dataclass gets ``data``
 validated into it (``invalid`` with the errors when it does not validate).
 """
@@ -20,7 +21,7 @@ from ..typed import validator_for
 __all__ = ["EVENT_VALUES", "Hook"]
 
 #: What every hook may take by name, filled from the event.
-EVENT_VALUES = ("topic", "action", "data", "message", "name")
+EVENT_VALUES = ("topic", "action", "data", "message", "name", "member")
 
 
 class Hook:

@@ -199,9 +199,12 @@ class ChannelConnection:
                 ctx, topic=topic, action="join", data=data))
         current = await self.hub.epoch(topic)
         lost: dict[str, Any] | None = None
+        keeps = self.hub.settings(topic).history > 0
         if since is not None and epoch is not None and epoch != current:
-            lost, since = {"reason": "epoch", "first_kept": None}, None
-        elif since is not None and self.hub.settings(topic).history == 0:
+            # State lost: the client's ids belong to a history that is gone. Everything
+            # of the new epoch is new to it, so it gets all that is kept.
+            lost, since = {"reason": "epoch", "first_kept": None}, "0" if keeps else None
+        elif since is not None and not keeps:
             lost, since = {"reason": "no_history", "first_kept": None}, None
         member: dict[str, Any] | None = None
         if channel.presence:
@@ -215,7 +218,7 @@ class ChannelConnection:
             sub = await self.hub.subscribe(self.ws, topic, since=since, presence=member)
         except HTTPError as exc:
             raise ChannelError("invalid", "since is not a message id") from exc
-        if sub.gap is not None:
+        if sub.gap is not None and lost is None:
             lost = {"reason": sub.gap.reason, "first_kept": sub.gap.first_kept}
         reply = {"epoch": current, "resumed": since is not None and lost is None,
                  "lost": lost, "info": info}
@@ -255,7 +258,8 @@ class ChannelConnection:
         if channel.publish_hook is not None:
             ctx.path_params = joined.params
             changed = await self.service.hook(channel.publish_hook, channel)(
-                ctx, topic=topic, action="publish", data=data, message=message)
+                ctx, topic=topic, action="publish", data=data, message=message,
+                member=joined.member["data"] if joined.member is not None else None)
             if changed is False:
                 raise ChannelError("forbidden", f"the publish to {topic!r} was refused")
             if changed is not None:
