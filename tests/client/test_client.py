@@ -143,3 +143,19 @@ async def test_after_a_drop_joined_topics_rejoin_and_left_ones_do_not(live_port:
             assert client.conn_id not in [m.conn for m in members]
             members = await (await other.join("room:kept")).presence()
             assert client.conn_id in [m.conn for m in members]
+
+
+async def test_leaving_while_disconnected_fails_the_topics_waiting_publishes() -> None:
+    client = Client(nowhere(), base_delay=0.05)
+    asyncio.ensure_future(client.connect()).add_done_callback(lambda f: f.exception())
+    joining = asyncio.ensure_future(client.join("room:a"))
+    await asyncio.sleep(0.02)
+    [topic] = client.topics.values()
+    publishing = asyncio.ensure_future(topic.publish("never"))
+    await asyncio.sleep(0)
+    await topic.leave()
+    with pytest.raises(ChannelError) as caught:
+        await publishing
+    assert caught.value.code == "not_joined"
+    joining.cancel()
+    await client.close()

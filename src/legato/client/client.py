@@ -32,6 +32,7 @@ from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .backoff import Backoff
 from .errors import (
     CLOSED,
+    NOT_JOINED,
     TIMEOUT,
     ChannelError,
     ConnectError,
@@ -343,6 +344,7 @@ class Client:
                     error = exc
             if error is not None:
                 request.topic.join_refused(error)
+                self._pending.fail_topic(request.topic, error)
                 self._topics.pop(request.topic.name, None)
             request.resolve(None)
         elif error is not None:
@@ -478,6 +480,7 @@ class Client:
         if topic.state is TopicState.LEFT or topic.state is TopicState.FAILED:
             return None
         topic.ended(ChannelError(CLOSED, f"left {topic.name!r}"))
+        self._pending.fail_topic(topic, ChannelError(NOT_JOINED, f"{topic.name!r} was left"))
         if self._topics.get(topic.name) is topic:
             del self._topics[topic.name]
         if not self._welcomed:
@@ -490,7 +493,7 @@ class Client:
     async def _publish(self, topic: Topic, data: Any) -> str:
         what = f"publish on {topic.name!r}"
         if topic.state is TopicState.LEFT or topic.state is TopicState.FAILED:
-            raise ChannelError("not_joined", f"{what}: the topic is {topic.state.value}")
+            raise ChannelError(NOT_JOINED, f"{what}: the topic is {topic.state.value}")
         # `once` (1-64 characters): 32 hex digits, unique without coordination.
         request = self._request(Kind.PUB, pub_body(topic.name, data, uuid.uuid4().hex),
                                 what, topic)

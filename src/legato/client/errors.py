@@ -29,6 +29,7 @@ __all__ = [
     "QUEUE_FULL",
     "CLOSED",
     "TIMEOUT",
+    "NOT_JOINED",
     "PROTOCOL",
     "REFUSED",
     "UNREACHABLE",
@@ -42,6 +43,8 @@ QUEUE_FULL = "queue_full"
 CLOSED = "closed"
 #: No answer within the call's timeout (the server's code for its own deadline too).
 TIMEOUT = "timeout"
+#: The server's code, also raised by the client for a topic it has left.
+NOT_JOINED = "not_joined"
 PROTOCOL = "protocol"
 REFUSED = "refused"
 UNREACHABLE = "unreachable"

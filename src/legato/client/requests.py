@@ -121,6 +121,13 @@ class Pending:
             if request.waiting:
                 yield request
 
+    def fail_topic(self, topic: Topic, error: ChannelError) -> None:
+        """``topic`` was left or refused: what waits to be (re)sent for it fails now
+        instead of drawing ``not_joined`` from the server later."""
+        for request in [*self._resend, *self._queued]:
+            if request.topic is topic:
+                request.reject(error)
+
     def fail_all(self, error: ChannelError) -> None:
         for request in [*self.in_flight.values(), *self._resend, *self._queued]:
             request.reject(error)
