@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
 import websockets
+from ports import free_port, port_is_open
 from test_hub_processes import Legato, hub_url, start  # noqa: F401 - fixtures
 
 PROTOCOL = ["legato.v1"]
@@ -96,3 +103,47 @@ async def test_when_redis_loses_the_history_a_resuming_client_is_told_state_lost
     assert reply["epoch"] != joined["epoch"]
     assert [f for f in before if "t" not in f] == []
     await b.conn.close()
+
+
+@contextmanager
+def uvicorn_process(hub: str, logs: Path) -> Iterator[Legato]:
+    """hub_apps:app under uvicorn (the App as a plain ASGI app), stopped by its PID."""
+    port = free_port()
+    stderr_path = logs / f"uvicorn-{port}.stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "hub_apps:app", "--port", str(port),
+             "--log-level", "warning"], cwd=Path(__file__).parent,
+            env=dict(os.environ, LEGATO_TEST_HUB=hub), stdout=subprocess.DEVNULL,
+            stderr=stderr)
+    legato = Legato(proc, port, stderr_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_is_open(port):
+            assert proc.poll() is None and time.monotonic() < deadline, legato.stderr()
+            time.sleep(0.05)
+        yield legato
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
+
+
+async def test_under_uvicorn_channels_join_publish_call_and_end_quietly_with_1012(
+        hub_url: str, tmp_path: Path) -> None:  # noqa: F811
+    with uvicorn_process(hub_url, tmp_path) as server:
+        a, b = await Peer.open(server), await Peer.open(server)
+        await a.ok("join", topic="room:u")
+        await b.ok("join", topic="room:u")
+        (ack, _) = await a.ok("pub", topic="room:u", data="under uvicorn")
+        got = await b.recv()
+        while "t" in got:
+            got = await b.recv()
+        assert got == {"topic": "room:u", "id": ack["id"], "data": "under uvicorn"}
+        assert isinstance((await b.ok("call", name="pid"))[0], int)
+        server.proc.send_signal(signal.SIGTERM)
+        for peer in (a, b):
+            await asyncio.wait_for(peer.conn.wait_closed(), 10)
+            assert peer.conn.close_code == 1012  # uvicorn's own: clients back off
+        server.proc.wait(15)
+        assert "Traceback" not in server.stderr()

@@ -191,7 +191,8 @@ def test_a_join_with_since_replays_what_was_missed_before_its_reply(hub_url: str
             assert [f["id"] for f in before if "t" not in f] == ids
 
 
-def test_a_join_whose_epoch_is_not_the_topics_is_told_state_lost_and_gets_the_new_epoch(hub_url: str) -> None:
+def test_a_join_whose_epoch_is_not_the_topics_is_told_state_lost_and_gets_the_new_epoch(
+        hub_url: str) -> None:
     with TestClient(channel_app(hub_url)) as client, peer(client) as a:
         a.ok("join", topic="room:e")
         last = a.ok("pub", topic="room:e", data="x")["id"]

@@ -69,8 +69,10 @@ class Channels:
         if self._mounted:
             return
         self._mounted = True
+        # Any close code ends a channel connection quietly: the peer went away (1006),
+        # or the ASGI server shut down (uvicorn closes with 1012 itself).
         self.app.websocket(f"{self.path}/ws", name="legato-channels", auto_accept=False,
-                           subprotocols=[SUBPROTOCOL],
+                           subprotocols=[SUBPROTOCOL], caught_close_codes="all",
                            summary="legato.v1 channels (docs/channels.md)")(self.serve)
         self.app.route(f"{self.path}/client.js", name="legato-client")(self.client_js)
         from .sse import SseTransport  # noqa: PLC0415
