@@ -290,6 +290,10 @@ class Client:
                     f"no welcome frame within {self._open_timeout:g} s of the handshake"))
             except ServerProtocolError as exc:
                 return self._protocol_error(ws, exc)
+            except Exception as exc:  # a bug of ours: lose this connection, not the client
+                logger.exception("channel client: internal error; closing with 1011")
+                ws.fail(1011, "client error")
+                return exc
 
     def _protocol_error(self, ws: WebSocket, error: ServerProtocolError) -> ServerProtocolError:
         logger.warning("channel client: %s (%s); closing with %d", error.message,
