@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from legato.client import Member, Message, ServerProtocolError
 from legato.client.frames import (
@@ -83,3 +85,28 @@ def test_join_sends_epoch_only_with_since() -> None:
 def test_data_json_cannot_express_fails_when_the_request_is_made() -> None:
     with pytest.raises(TypeError):
         pub_body("room:a", object(), "once")
+
+
+# ----------------------------------------------- contract: any text, one of two outcomes
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+_frames = st.fixed_dictionaries(
+    {}, optional={"t": st.sampled_from(["welcome", "reply", "error", "pong", "joined",
+                                        "left", "reconnect", "other"]) | _json,
+                  "ref": _json, "v": _json, "conn": _json, "heartbeat": _json,
+                  "data": _json, "code": _json, "message": _json, "topic": _json,
+                  "id": _json, "member": _json, "delay": _json, "jitter": _json})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), _json.map(json.dumps), _frames.map(json.dumps)))
+def test_any_text_parses_to_a_frame_or_raises_server_protocol_error(text: str) -> None:
+    """The parser's contract: nothing but a frame or a ServerProtocolError with a
+    close code the client may send (1003/1007/1008), whatever the server sends."""
+    try:
+        parse_server_frame(text)
+    except ServerProtocolError as exc:
+        assert exc.close_code in (1003, 1007, 1008)
