@@ -93,7 +93,10 @@ class Emitter {
  *   with `queue_full`.
  * - `WebSocket`: the WebSocket class (default: the global one).
  *
- * Events: "state" (state), "error" (a LegatoError the server sent about no request).
+ * Events: "state" (state, detail: for "disconnected", {code, delay, advice}: the close
+ * code (1006 when the heartbeat found the connection dead), the ms until the next
+ * attempt, the server's reconnect frame or null), "error" (a LegatoError the server
+ * sent about no request).
  */
 export class Client extends Emitter {
   constructor(url = "/_legato", options = {}) {
@@ -147,9 +150,9 @@ export class Client extends Emitter {
     this._topics.clear();
   }
 
-  _set(state) {
+  _set(state, detail) {
     this.state = state;
-    this._emit("state", state);
+    this._emit("state", state, detail);
   }
 
   _connect() {
@@ -159,7 +162,10 @@ export class Client extends Emitter {
     const params = typeof o.params === "function" ? o.params() : o.params;
     const ws = (this._ws = new (o.WebSocket || WebSocket)(wsUrl(this.url, params), "legato.v1"));
     ws.onmessage = (e) => this._frame(e.data);
-    ws.onclose = () => this._lost(ws); // "error" is always followed by "close"
+    ws.onclose = (e) => this._lost(ws, e.code);
+    // Browsers follow "error" with "close" (1006); Node 20's WebSocket, on a refused
+    // connection, never does. The loss is the same: take the first.
+    ws.onerror = () => this._lost(ws, 1006);
     this._watch(o.heartbeat || 25000); // a handshake that hangs is a dead connection too
   }
 
@@ -173,7 +179,7 @@ export class Client extends Emitter {
     const check = () => {
       const idle = Date.now() - this._last;
       if (idle < limit) this._dead = setTimeout(check, limit - idle);
-      else this._lost(this._ws);
+      else this._lost(this._ws, 1006);
     };
     this._dead = setTimeout(check, limit);
   }
@@ -186,12 +192,12 @@ export class Client extends Emitter {
     clearTimeout(this._dead);
     clearInterval(this._ping);
     if (ws) {
-      ws.onmessage = ws.onclose = null;
+      ws.onmessage = ws.onclose = ws.onerror = null;
       ws.close(code);
     }
   }
 
-  _lost(ws) {
+  _lost(ws, code) {
     if (ws !== this._ws) return;
     this._detach();
     const resend = [];
@@ -199,20 +205,22 @@ export class Client extends Emitter {
       const t = r.frame.t;
       if (t === "call") settle(r, fail("disconnected", "the connection was lost during the call"));
       else if (t === "leave") settle(r, null, {}); // a new connection has not joined it
-      else if (t !== "join") resend.push(r); // joins are redone for every topic anyway
+      else if (t === "join") continue; // redone for every topic anyway
+      else if (this._topics.get(r.ch.topic) === r.ch) resend.push(r);
+      else settle(r, fail("not_joined", "the topic was left"));
     }
     this._refs.clear();
     this._queue.unshift(...resend); // sent before what was queued after them: order kept
     for (const ch of this._topics.values()) if (ch.state === "joined") ch._set("joining");
-    this._set("disconnected");
-    const a = this._advice;
+    const advice = this._advice;
     const o = this.options;
     this._advice = null;
     // docs/channels.md "Reconnecting": the server's advice, else full-jitter backoff.
-    const delay = a
-      ? (a.delay || 0) + Math.random() * (a.jitter || 0)
+    const delay = advice
+      ? (advice.delay || 0) + Math.random() * (advice.jitter || 0)
       : Math.random() * Math.min(o.maxDelay, o.baseDelay * 2 ** this._attempt++);
     this._timer = setTimeout(() => this._connect(), delay);
+    this._set("disconnected", { code, delay, advice });
   }
 
   _frame(text) {

@@ -129,3 +129,10 @@ export async function until(check, what = "the condition", ms = WAIT) {
 
 export const joined = (ch) =>
   ch.state === "joined" ? Promise.resolve() : next(ch, "state", (s) => s === "joined");
+
+/** The detail of the client's next "disconnected": {code, delay, advice}. */
+export function disconnection(client) {
+  let detail;
+  const test = (state, d) => state === "disconnected" && (detail = d) !== undefined;
+  return next(client, "state", test).then(() => detail);
+}
