@@ -1,0 +1,153 @@
+// What a real server cannot make happen on demand, against a fake WebSocket: the
+// backoff's numbers (docs/channels.md "Reconnecting"), the URL, the frames a resend
+// carries, and the duplicate-id safety net.
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import { Client } from "../legato.js";
+import { until } from "./helpers.js";
+
+class FakeSocket {
+  static all = [];
+  constructor(url, protocol) {
+    Object.assign(this, { url, protocol, sent: [] });
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code) {
+    this.closed = code ?? null;
+  }
+  frame(f) {
+    this.onmessage?.({ data: JSON.stringify(f) });
+  }
+  welcome() {
+    this.frame({ t: "welcome", v: 1, conn: "c1", heartbeat: 25000 });
+  }
+  drop(code = 1006) {
+    this.onclose?.({ code });
+  }
+}
+const last = () => FakeSocket.all.at(-1);
+const sockets = (n) => until(() => FakeSocket.all.length === n, `socket ${n}`);
+
+let clients;
+const make = (options = {}, url = "http://example.test/_legato") => {
+  const c = new Client(url, { WebSocket: FakeSocket, ...options });
+  clients.push(c);
+  return c;
+};
+beforeEach((t) => {
+  FakeSocket.all = [];
+  clients = [];
+  t.mock.method(Math, "random", () => 0.5);
+});
+afterEach(() => clients.forEach((c) => c.close()));
+
+describe("URLs", () => {
+  test("an http(s) base becomes ws(s) + /ws, with params as the query", async () => {
+    make({ params: { token: "a b" } }, "https://example.test/base/");
+    await sockets(1);
+    assert.equal(last().url, "wss://example.test/base/ws?token=a+b");
+    assert.equal(last().protocol, "legato.v1");
+  });
+
+  test("a path needs a page to resolve against: without one the constructor throws", () => {
+    assert.throws(() => new Client("/_legato", { WebSocket: FakeSocket }), TypeError);
+  });
+});
+
+describe("Backoff", () => {
+  test("full jitter: random(0, min(maxDelay, baseDelay * 2 ** attempt)), reset by welcome", async () => {
+    const c = make({ baseDelay: 4, maxDelay: 20 });
+    const delays = [];
+    c.on("state", (s, d) => s === "disconnected" && delays.push(d.delay));
+    for (let n = 1; n <= 5; n++) {
+      await sockets(n);
+      last().drop();
+    }
+    await sockets(6);
+    last().welcome();
+    last().drop();
+    assert.deepEqual(delays, [2, 4, 8, 10, 10, 2]); // Math.random() is 0.5 here
+  });
+
+  test("the server's advice replaces the backoff once: delay + random(0, jitter)", async () => {
+    const c = make({ baseDelay: 4, maxDelay: 20 });
+    const details = [];
+    c.on("state", (s, d) => s === "disconnected" && details.push(d));
+    await sockets(1);
+    last().welcome();
+    last().frame({ t: "reconnect", delay: 10, jitter: 30, reason: "overload" });
+    last().drop(1013);
+    await sockets(2);
+    last().drop();
+    assert.deepEqual(details.map((d) => [d.code, d.delay, d.advice?.reason]),
+      [[1013, 25, "overload"], [1006, 2, undefined]]);
+  });
+
+  test("after close() nothing reconnects", async () => {
+    const c = make({ baseDelay: 1, maxDelay: 1 });
+    await sockets(1);
+    c.close();
+    assert.equal(last().closed, 1000);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(FakeSocket.all.length, 1);
+  });
+});
+
+describe("Resending", () => {
+  test("a publish in flight is resent after the rejoin with the same once; the rejoin has since and epoch", async () => {
+    const c = make({ baseDelay: 1, maxDelay: 1 });
+    const room = c.join("room:a");
+    await sockets(1);
+    last().welcome();
+    last().frame({ t: "reply", ref: last().sent[0].ref, data: { epoch: "E1", resumed: false, lost: null, info: null } });
+    last().frame({ topic: "room:a", id: "5-0", data: "x" });
+    const publishing = room.publish("hi");
+    const calling = c.call("slow", null);
+    const [pub] = last().sent.filter((f) => f.t === "pub");
+    assert.match(pub.once, /^[0-9a-z]{1,64}$/);
+    last().drop();
+    await assert.rejects(calling, { code: "disconnected" });
+    await sockets(2);
+    last().welcome();
+    const [join] = last().sent;
+    assert.deepEqual([join.t, join.topic, join.since, join.epoch], ["join", "room:a", "5-0", "E1"]);
+    assert.equal(last().sent.length, 1); // the publish waits for the join's reply
+    last().frame({ t: "reply", ref: join.ref, data: { epoch: "E1", resumed: true, lost: null, info: null } });
+    const again = last().sent[1];
+    assert.equal(again.once, pub.once);
+    last().frame({ t: "reply", ref: again.ref, data: { id: "6-0" } });
+    assert.equal(await publishing, "6-0");
+  });
+
+  test("a message whose id was seen is dropped", async () => {
+    const c = make();
+    const room = c.join("room:a");
+    const got = [];
+    room.on("message", (d, m) => got.push(m.id));
+    await sockets(1);
+    last().welcome();
+    for (const id of ["1-0", "2-0", "1-0", "2-0", "3-0"]) last().frame({ topic: "room:a", id, data: 0 });
+    assert.deepEqual(got, ["1-0", "2-0", "3-0"]);
+  });
+
+  test("a listener that throws does not stop the others", async (t) => {
+    const c = make();
+    const room = c.join("room:a");
+    const got = [];
+    room.on("message", () => {
+      throw new Error("listener bug");
+    });
+    room.on("message", (d) => got.push(d));
+    await sockets(1);
+    last().welcome();
+    const later = [];
+    t.mock.method(globalThis, "setTimeout", (fn) => later.push(fn));
+    last().frame({ topic: "room:a", id: "1-0", data: "x" });
+    t.mock.restoreAll();
+    assert.deepEqual(got, ["x"]);
+    assert.throws(later[0], { message: "listener bug" }); // still reported, uncaught
+  });
+});
