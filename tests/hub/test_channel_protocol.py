@@ -427,3 +427,21 @@ def test_asyncapi_describes_each_channel_its_message_type_and_each_rpc_with_its_
         target: Any = doc
         for part in ref.removeprefix("#/").split("/"):
             target = target[part]
+
+
+def test_a_live_join_gets_the_newest_id_as_its_resume_point(hub_url: str) -> None:
+    with TestClient(channel_app(hub_url)) as client, peer(client) as a:
+        empty = a.ok("join", topic="room:last")
+        assert empty["last"] is None  # nothing there yet
+        first = a.ok("pub", topic="room:last", data="one")["id"]
+        with peer(client) as b:
+            joined = b.ok("join", topic="room:last")
+            assert joined["last"] == first and joined["resumed"] is False
+            assert [f for f in b.backlog if "t" not in f] == []  # live: nothing replayed
+            later = a.ok("pub", topic="room:last", data="two")["id"]
+        with peer(client) as c:  # b's page, back after a drop, resumes from `last`
+            reply, before = c.answer(c.request("join", topic="room:last",
+                                               since=joined["last"], epoch=joined["epoch"]))
+            assert reply["data"]["resumed"] is True
+            assert [f["id"] for f in before if "t" not in f] == [later]
+        assert a.ok("join", topic="live:x")["last"] is None  # keeps no history

@@ -214,14 +214,22 @@ class ChannelConnection:
                     ctx, topic=topic, action="join", data=data))
             member = {"conn": self.id, "data": value}
             await self.hub.subscribe(self.ws, PRESENCE_PREFIX + topic)
+        resuming, last = since is not None, None
+        if since is None and keeps and lost is None:
+            # A live join still gets a resume point: the newest id now. Subscribing from
+            # it (not live) also sends what is published between this read and the
+            # subscription: the client's view has no hole even before its first message.
+            newest = await self.hub.history(topic, limit=1)
+            last = newest[-1]["id"] if newest else None
+            since = last or "0"
         try:
             sub = await self.hub.subscribe(self.ws, topic, since=since, presence=member)
         except HTTPError as exc:
             raise ChannelError("invalid", "since is not a message id") from exc
         if sub.gap is not None and lost is None:
             lost = {"reason": sub.gap.reason, "first_kept": sub.gap.first_kept}
-        reply = {"epoch": current, "resumed": since is not None and lost is None,
-                 "lost": lost, "info": info}
+        reply = {"epoch": current, "resumed": resuming and lost is None, "lost": lost,
+                 "last": last, "info": info}
         self.joined[topic] = Joined(channel, params, reply, member)
         if member is not None:
             await self._announce(topic, "joined", member)
