@@ -33,6 +33,7 @@ test: install system-deps
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/protocol
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/server
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/hub
+	cd clients/js && npm ci --no-audit --no-fund && npm test
 
 bench: install
 	$(PY) bench/protocol.py

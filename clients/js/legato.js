@@ -361,7 +361,7 @@ class Channel extends Emitter {
 
   _join() {
     const f = { t: "join", topic: this.topic, data: this.data };
-    if (this._since != null) {
+    if (this._since) {
       f.since = this._since;
       f.epoch = this._epoch;
     }
@@ -371,8 +371,16 @@ class Channel extends Emitter {
 
   _joined(d) {
     if (this.state !== "joining") return; // left meanwhile
-    // Another epoch: the ids seen before belong to a history that no longer exists.
-    if (this._epoch != null && d.epoch !== this._epoch) this._seen = new Set(this._fresh);
+    // Another epoch: the ids seen before belong to a history that no longer exists;
+    // what this join sent (all the new epoch keeps) is where to resume from.
+    if (this._epoch != null && d.epoch !== this._epoch) {
+      this._seen = new Set(this._fresh);
+      this._since = this._fresh.at(-1) ?? "0";
+    }
+    // Nothing seen yet: resume from the topic's newest id when joined (`last`), or
+    // from the start ("0") when it had none, so what is published while away is
+    // not lost.
+    this._since ??= d.last ?? "0";
     this._epoch = d.epoch;
     this.info = d.info ?? null;
     if (d.lost) this._emit("lost", d.lost);

@@ -132,6 +132,28 @@ describe("A dropped connection", () => {
     assert.deepEqual(data(gotB), ["seen by both", "in flight", "after"]);
   });
 
+  test("a client that saw no message yet resumes from the join's last: nothing published while away is lost", async () => {
+    const port = await freePort();
+    await server(port);
+    const proxy = await startProxy(port);
+    stack.push(() => proxy.close());
+    const [ann, bob] = [client(proxy.port), client(port)];
+    const b = bob.join("room:last");
+    await joined(b);
+    await b.publish("before ann joined"); // not hers to see
+    const a = ann.join("room:last");
+    const gotA = collect(a);
+    await joined(a);
+    proxy.freeze(); // ann is away (her socket does not know it yet)
+    const missed = await b.publish("while ann was away");
+    proxy.cut();
+    await next(a, "state", (st) => st === "joining");
+    await joined(a);
+    await until(() => gotA.length === 1, "ann's resume");
+    await sleep(100);
+    assert.deepEqual(gotA, [["while ann was away", { id: missed, topic: "room:last" }]]);
+  });
+
   test("requests made while disconnected wait in order; past queueLimit they fail with queue_full", async () => {
     const port = await freePort();
     const c = client(port, { queueLimit: 3 }); // no server yet
