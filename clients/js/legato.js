@@ -315,7 +315,7 @@ export class Client extends Emitter {
  * "lost" ({reason, first_kept}: messages after the last one seen cannot be sent),
  * "state" (state, detail: the join's reply, or the error), "error" (join refused).
  */
-class Channel extends Emitter {
+export class Channel extends Emitter {
   constructor(client, topic, data) {
     super();
     this.client = client;
