@@ -445,3 +445,26 @@ def test_a_live_join_gets_the_newest_id_as_its_resume_point(hub_url: str) -> Non
             assert reply["data"]["resumed"] is True
             assert [f["id"] for f in before if "t" not in f] == [later]
         assert a.ok("join", topic="live:x")["last"] is None  # keeps no history
+
+
+def test_every_hook_gets_the_topics_placeholders_with_or_without_authorize() -> None:
+    app = App()
+    seen: list[tuple[str, str]] = []
+    room = app.channel("game:{id}:{side}", presence=lambda id, side: {"at": f"{id}/{side}"})
+
+    @room.on_join
+    def greet(id: str, side: str) -> str:
+        seen.append(("join", f"{id}/{side}"))
+        return f"welcome to {id}"
+
+    @room.on_publish
+    def stamp(id: str, data: Any) -> Any:
+        seen.append(("publish", id))
+        return {"game": id, "move": data}
+
+    with TestClient(app) as client, peer(client) as a:
+        assert a.ok("join", topic="game:7:red")["info"] == "welcome to 7"
+        a.ok("pub", topic="game:7:red", data="e4")
+        assert a.until(lambda f: "t" not in f)["data"] == {"game": "7", "move": "e4"}
+        assert a.ok("presence", topic="game:7:red")["members"][0]["data"] == {"at": "7/red"}
+    assert seen == [("join", "7/red"), ("publish", "7")]

@@ -162,7 +162,10 @@ export class Client extends Emitter {
     const params = typeof o.params === "function" ? o.params() : o.params;
     const ws = (this._ws = new (o.WebSocket || WebSocket)(wsUrl(this.url, params), "legato.v1"));
     ws.onmessage = (e) => this._frame(e.data);
-    ws.onclose = (e) => this._lost(ws, e.code); // "error" is always followed by "close"
+    ws.onclose = (e) => this._lost(ws, e.code);
+    // Browsers follow "error" with "close" (1006); Node 20's WebSocket, on a refused
+    // connection, never does. The loss is the same: take the first.
+    ws.onerror = () => this._lost(ws, 1006);
     this._watch(o.heartbeat || 25000); // a handshake that hangs is a dead connection too
   }
 
@@ -189,7 +192,7 @@ export class Client extends Emitter {
     clearTimeout(this._dead);
     clearInterval(this._ping);
     if (ws) {
-      ws.onmessage = ws.onclose = null;
+      ws.onmessage = ws.onclose = ws.onerror = null;
       ws.close(code);
     }
   }
@@ -312,7 +315,7 @@ export class Client extends Emitter {
  * "lost" ({reason, first_kept}: messages after the last one seen cannot be sent),
  * "state" (state, detail: the join's reply, or the error), "error" (join refused).
  */
-class Channel extends Emitter {
+export class Channel extends Emitter {
   constructor(client, topic, data) {
     super();
     this.client = client;
@@ -358,7 +361,7 @@ class Channel extends Emitter {
 
   _join() {
     const f = { t: "join", topic: this.topic, data: this.data };
-    if (this._since != null) {
+    if (this._since) {
       f.since = this._since;
       f.epoch = this._epoch;
     }
@@ -368,8 +371,16 @@ class Channel extends Emitter {
 
   _joined(d) {
     if (this.state !== "joining") return; // left meanwhile
-    // Another epoch: the ids seen before belong to a history that no longer exists.
-    if (this._epoch != null && d.epoch !== this._epoch) this._seen = new Set(this._fresh);
+    // Another epoch: the ids seen before belong to a history that no longer exists;
+    // what this join sent (all the new epoch keeps) is where to resume from.
+    if (this._epoch != null && d.epoch !== this._epoch) {
+      this._seen = new Set(this._fresh);
+      this._since = this._fresh.at(-1) ?? "0";
+    }
+    // Nothing seen yet: resume from the topic's newest id when joined (`last`), or
+    // from the start ("0") when it had none, so what is published while away is
+    // not lost.
+    this._since ??= d.last ?? "0";
     this._epoch = d.epoch;
     this.info = d.info ?? null;
     if (d.lost) this._emit("lost", d.lost);

@@ -171,7 +171,6 @@ class ChannelConnection:
                           action: str, topic: str, data: Any, message: Any = None) -> None:
         if channel.authorizer is None:
             return
-        ctx.path_params = params
         allowed = await self.service.hook(channel.authorizer, channel)(
             ctx, topic=topic, action=action, data=data, message=message)
         if allowed is False or allowed is None:
@@ -188,6 +187,7 @@ class ChannelConnection:
         if match is None:
             raise ChannelError("not_found", f"no channel matches {topic!r}")
         channel, params = match
+        ctx.path_params = params  # every hook of this join may take the placeholders
         since, epoch, data = frame.get("since"), frame.get("epoch"), frame.get("data")
         if since is not None and not isinstance(since, str) or \
                 epoch is not None and not isinstance(epoch, str):
@@ -261,10 +261,10 @@ class ChannelConnection:
         if once is not None and (not isinstance(once, str) or not 1 <= len(once) <= 64):
             raise ChannelError("invalid", "once is a string of 1-64 characters")
         channel, data = joined.channel, frame.get("data")
+        ctx.path_params = joined.params
         message = channel.validate(data) if channel.validate is not None else data
         await self._authorized(channel, joined.params, ctx, "publish", topic, data, message)
         if channel.publish_hook is not None:
-            ctx.path_params = joined.params
             changed = await self.service.hook(channel.publish_hook, channel)(
                 ctx, topic=topic, action="publish", data=data, message=message,
                 member=joined.member["data"] if joined.member is not None else None)
