@@ -39,9 +39,10 @@ def _start(coro: Any) -> asyncio.Task[None]:
     """A task for a call. On Python 3.12+ it starts at once (eager): a handler that
     does not wait finishes in this step, with no scheduling round; its current task,
     context and timeouts are its own either way."""
+    loop = asyncio.get_running_loop()
     if sys.version_info >= (3, 12):
-        return asyncio.Task(coro, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return asyncio.get_running_loop().create_task(coro)
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(coro)
 
 #: Hub topic of a channel topic's presence events (clients cannot name it: '~').
 PRESENCE_PREFIX = "~presence:"
