@@ -8,9 +8,10 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from servers import WS_PATH, serve_in_thread
+from servers import WS_PATH, LegatoProcess, RedisProcess, serve_in_thread
 
 #: Seconds an ``async def`` test may take, so a hung await fails instead of stalling.
 ASYNC_TEST_TIMEOUT = 20.0
@@ -43,3 +44,23 @@ def live(live_port: int) -> str:
 def room() -> str:
     """A topic name of this test's own."""
     return f"room:{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own (killed by PID at the end)."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[LegatoProcess]]:
+    """``legato run`` processes the test starts; each is killed at the end."""
+    started: list[LegatoProcess] = []
+    yield started
+    for process in started:
+        process.kill()

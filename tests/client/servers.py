@@ -206,3 +206,103 @@ class StallingProxy:
                     dst.close()
                     return
                 dst.write(data)
+
+
+class _Proxy:
+    """A TCP proxy on 127.0.0.1:<port>: subclasses pick the upstream per connection."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> Any:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        raise NotImplementedError
+
+    def _join(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+              up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        self._writers += [writer, up_writer]
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with suppress(OSError):
+            while data := await src.read(65536):
+                dst.write(data)
+        with suppress(OSError):
+            dst.close()
+
+
+class UpgradeRefusingProxy(_Proxy):
+    """An HTTP proxy that answers 403 to every request asking for ``Upgrade: websocket``
+    (as some corporate proxies do) and forwards the others to ``target_port``.
+    ``refuse = False`` lets upgrades through (the network healed)."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__()
+        self.target_port = target_port
+        self.refuse = True
+        self.refused = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        if self.refuse and b"upgrade: websocket" in head.lower():
+            self.refused += 1
+            body = b"websockets are not allowed here"
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(body), body))
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        up_writer.write(head)
+        self._join(reader, writer, up_reader, up_writer)
+
+
+class RoundRobinProxy(_Proxy):
+    """A TCP load balancer: each connection goes to the next backend that accepts it
+    (a dead one is skipped). ``routes`` lists the backend port of every connection."""
+
+    def __init__(self, backends: list[int]) -> None:
+        super().__init__()
+        self.backends = backends
+        self.routes: list[int] = []
+        self._next = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        for _ in range(len(self.backends)):
+            port = self.backends[self._next % len(self.backends)]
+            self._next += 1
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+            self.routes.append(port)
+            self._join(reader, writer, up_reader, up_writer)
+            return
+        writer.transport.abort()

@@ -5,7 +5,6 @@ hub that outlives them, and a proxy that stalls like a half-open TCP connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +49,6 @@ async def reconnected(changes: list[StateChange], since: int, timeout: float = 1
 
 def fast(url: str, **options: Any) -> Client:
     return Client(url, base_delay=0.05, max_delay=0.3, **options)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[list[LegatoProcess]]:
-    started: list[LegatoProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def legato(processes: list[LegatoProcess], hub: str, tmp_path: Path) -> LegatoProcess:

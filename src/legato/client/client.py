@@ -58,13 +58,18 @@ from .frames import (
     pub_body,
     with_ref,
 )
+from .fallback import TransportChoice, TransportName
 from .observers import Observers
 from .requests import Kind, Pending, Request
 from .state import ConnectionState, StateChange, TopicState, check_connection_transition
 from .topic import PresenceEvent, Topic
+from .sse import RESUME_WITHIN, SseConnection, SseResume
 from .transport import WebSocket, _target
 
 __all__ = ["Client"]
+
+#: What a connection runs on: the two transports offer the same methods.
+Socket = WebSocket | SseConnection
 
 logger = logging.getLogger("legato.client")
 
@@ -88,6 +93,9 @@ class Client:
     * ``receive_limit`` (1,000): each topic's receive buffer (see :mod:`.topic`).
     * ``open_timeout`` (s, 10): TCP + handshake + welcome; ``close_timeout`` (s, 2):
       how long ``close()`` waits for the server's Close.
+    * ``transport``: ``"auto"`` (WebSocket, falling back to SSE + POST when it cannot
+      connect; see :mod:`.fallback`), ``"websocket"`` or ``"sse"``. :attr:`transport`
+      names the one in use.
     """
 
     def __init__(
@@ -107,8 +115,13 @@ class Client:
         ssl: _ssl.SSLContext | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         rng: Callable[[], float] = random.random,
+        transport: str = "auto",
     ) -> None:
         _target(url)  # ValueError now, not on the first reconnect
+        self._choice = TransportChoice(transport)
+        self._attempt: TransportName = "websocket"  # the transport being tried
+        self._switch_now = False  # just fell back to SSE: try it without a delay
+        self._resume_from: SseResume | None = None  # a cut SSE stream to continue
         self.url = url
         items = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self._headers = [(str(k), str(v)) for k, v in items]
@@ -123,7 +136,8 @@ class Client:
         self._refs = itertools.count(1)
         self._state = ConnectionState.DISCONNECTED
         self._states: Observers[StateChange] = Observers()
-        self._ws: WebSocket | None = None
+        self._ws: Socket | None = None
+        self._reached_welcome = False  # this session got welcome (or resumed)
         self._generation = 0  # one per connection: which one a join was sent on
         self._welcomed = False  # the current connection got `welcome`
         self._ready = False  # ... and every topic was rejoined, the queue sent
@@ -136,6 +150,9 @@ class Client:
         #: This connection's id (from `welcome`), and the heartbeat in use (s).
         self.conn_id: str | None = None
         self.heartbeat: float | None = None
+        #: The transport of the current connection ("websocket" or "sse"), or of the
+        #: last one while disconnected; None before the first.
+        self.transport: TransportName | None = None
         #: What ended the last connection or connection attempt.
         self.last_error: BaseException | None = None
 
@@ -226,12 +243,13 @@ class Client:
             if self._closing:
                 return
             self.last_error = error
-            if isinstance(error, ConnectError) and error.permanent and self.conn_id is None:
+            if isinstance(error, ConnectError) and self.conn_id is None and \
+                    self._choice.gives_up(self._attempt, error):
                 logger.error("channel client: %s", error)
                 self._shut(error)
                 return
             self._set_state(ConnectionState.DISCONNECTED, error)
-            delay = self._next_delay()
+            delay, self._switch_now = (0.0 if self._switch_now else self._next_delay()), False
             logger.info("channel client: %s; reconnecting in %.2f s", error, delay)
             await asyncio.sleep(delay)
 
@@ -242,21 +260,56 @@ class Client:
         return self._backoff.next_delay()
 
     async def _connect_once(self) -> BaseException:
+        resume = self._take_resume()
+        kind = self._attempt = "sse" if resume is not None else self._choice.next()
         try:
-            ws = await asyncio.wait_for(
-                WebSocket.connect(self.url, headers=self._headers, origin=self._origin,
-                                  ssl=self._ssl, max_message_size=self._max_message_size),
-                self._open_timeout)
+            ws = await asyncio.wait_for(self._open(kind, resume), self._open_timeout)
         except ConnectError as exc:
-            return exc
+            return self._failed(kind, exc)
         except asyncio.TimeoutError:
-            return ConnectError(f"no handshake answer within {self._open_timeout:g} s",
-                                permanent=False)
+            return self._failed(kind, ConnectError(
+                f"no handshake answer within {self._open_timeout:g} s", permanent=False))
+        self._resume_from = None
+        if resume is not None and not (isinstance(ws, SseConnection) and ws.resumed):
+            self._lose_connection()  # the server forgot it: what was in flight is lost
         return await self._session(ws)
 
-    async def _session(self, ws: WebSocket) -> BaseException:
+    async def _open(self, kind: TransportName, resume: SseResume | None
+                    ) -> Socket:
+        if kind == "websocket":
+            return await WebSocket.connect(
+                self.url, headers=self._headers, origin=self._origin, ssl=self._ssl,
+                max_message_size=self._max_message_size)
+        return await SseConnection.connect(
+            self.url, headers=self._headers, origin=self._origin, ssl=self._ssl,
+            max_message_size=self._max_message_size, resume=resume)
+
+    def _take_resume(self) -> SseResume | None:
+        """The cut SSE stream to continue, while the server may still hold it."""
+        resume = self._resume_from
+        if resume is not None and asyncio.get_running_loop().time() >= resume.deadline:
+            self._resume_from = resume = None
+            self._lose_connection()
+        return resume
+
+    def _failed(self, kind: TransportName, error: BaseException) -> BaseException:
+        if self._choice.failed(kind, error):
+            self._switch_now = True
+        return error
+
+    def _lose_connection(self) -> None:
+        """The connection is gone for good: sort what was in flight, rejoin topics."""
+        self._pending.connection_lost()
+        for topic in self._topics.values():
+            topic.connection_lost()
+
+    async def _session(self, ws: Socket) -> BaseException:
         self._ws, self._dead = ws, None
-        self._generation += 1
+        self._reached_welcome = False
+        if isinstance(ws, SseConnection) and ws.resumed:
+            self._connected("sse")
+        else:
+            self._generation += 1
         try:
             error = await self._read(ws)
         finally:
@@ -266,13 +319,18 @@ class Client:
             self._ws = None
             self._welcomed = self._ready = False
             ws.abort()
-        if not self._closing:
-            self._pending.connection_lost()
-            for topic in self._topics.values():
-                topic.connection_lost()
+        if not self._reached_welcome:
+            self._failed(self._attempt, error)
+        if self._closing:
+            return error
+        if isinstance(ws, SseConnection) and ws.resumable:
+            deadline = asyncio.get_running_loop().time() + RESUME_WITHIN
+            self._resume_from = ws.resume_info(deadline)  # in flight stays in flight
+        else:
+            self._lose_connection()
         return error
 
-    async def _read(self, ws: WebSocket) -> BaseException:
+    async def _read(self, ws: Socket) -> BaseException:
         """Dispatch frames until the connection ends; return why it ended."""
         loop = asyncio.get_running_loop()
         welcome_by = loop.time() + self._open_timeout
@@ -295,7 +353,7 @@ class Client:
                 ws.fail(1011, "client error")
                 return exc
 
-    def _protocol_error(self, ws: WebSocket, error: ServerProtocolError) -> ServerProtocolError:
+    def _protocol_error(self, ws: Socket, error: ServerProtocolError) -> ServerProtocolError:
         logger.warning("channel client: %s (%s); closing with %d", error.message,
                        error.details, error.close_code)
         ws.fail(error.close_code, "protocol error")
@@ -359,10 +417,16 @@ class Client:
     def _on_welcome(self, frame: Welcome) -> None:
         if self._welcomed:
             raise ServerProtocolError("server sent a second welcome")
-        self._welcomed = True
         self.conn_id = frame.conn
         setting = self._heartbeat_setting
         self.heartbeat = frame.heartbeat_ms / 1000 if setting is None else setting
+        self._connected(self._attempt)
+
+    def _connected(self, kind: TransportName) -> None:
+        """A welcome, or an SSE stream that resumed its connection (no welcome)."""
+        self._welcomed = self._reached_welcome = True
+        self.transport = kind
+        self._choice.connected(kind)
         self._backoff.reset()
         self._advice = None
         self.last_error = None
@@ -392,7 +456,7 @@ class Client:
         for request in self._pending.to_send():
             self._transmit(request)
 
-    async def _beat(self, ws: WebSocket, interval: float) -> None:
+    async def _beat(self, ws: Socket, interval: float) -> None:
         """Ping every ``interval`` s; declare the connection dead after ``interval +
         grace`` s without a frame (a half-open TCP connection), and drop it."""
         loop = asyncio.get_running_loop()
@@ -553,7 +617,7 @@ class Client:
             raise
 
 
-def _closed_by_server(ws: WebSocket) -> Disconnected:
+def _closed_by_server(ws: Socket) -> Disconnected:
     code = ws.close_code or 1006
     how = f"{code} {ws.close_reason}" if ws.close_reason else str(code)
     return Disconnected(f"the server closed the connection ({how})", code, ws.close_reason)
