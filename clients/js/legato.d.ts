@@ -64,7 +64,9 @@ export class Client extends Emitter<{
   readonly url: string;
   readonly state: ClientState;
   readonly conn: string | null;
-  join(topic: string, options?: { data?: unknown }): Channel;
+  /** `since`: the first join resumes after this id ("0": all the topic keeps), in
+   * `epoch` if given; later joins resume from the last id seen. */
+  join(topic: string, options?: { data?: unknown; since?: string; epoch?: string }): Channel;
   call(name: string, data?: unknown, options?: { timeout?: number }): Promise<unknown>;
   close(): void;
 }

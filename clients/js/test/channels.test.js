@@ -128,6 +128,38 @@ describe("Joining and publishing", () => {
   });
 });
 
+describe("Joining from a given id (since)", () => {
+  test("since '0' replays all the topic keeps, then live; since an id replays what came after it", async () => {
+    const c = connect();
+    const room = c.join("room:since");
+    await joined(room);
+    const ids = [await room.publish("one"), await room.publish("two")];
+    const all = connect().join("room:since", { since: "0" });
+    const gotAll = collect(all);
+    await joined(all);
+    assert.deepEqual(gotAll.map(([d]) => d), ["one", "two"]); // replayed before the reply
+    const after = connect().join("room:since", { since: ids[0] });
+    const gotAfter = collect(after);
+    await joined(after);
+    assert.deepEqual(gotAfter, [["two", { id: ids[1], topic: "room:since" }]]);
+    await room.publish("three");
+    await until(() => gotAll.length === 3 && gotAfter.length === 2, "the live message");
+  });
+
+  test("a stored id with an epoch that is gone reports lost (epoch) and gets all that is kept", async () => {
+    const c = connect();
+    const room = c.join("room:since-epoch");
+    await joined(room);
+    const id = await room.publish("kept");
+    const ch = connect().join("room:since-epoch", { since: id, epoch: "an-old-epoch" });
+    const got = collect(ch);
+    const lost = next(ch, "lost");
+    await joined(ch);
+    assert.equal((await lost).reason, "epoch");
+    assert.deepEqual(got.map(([d]) => d), ["kept"]);
+  });
+});
+
 describe("Presence", () => {
   test("joined and left events carry the member, presence() lists everyone", async () => {
     const [ann, bob] = [connect(), connect()];

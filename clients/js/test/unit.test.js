@@ -122,6 +122,26 @@ describe("Resending", () => {
     assert.equal(await publishing, "6-0");
   });
 
+  test("an initial since is sent on the first join only; the rejoin resumes from the last id seen", async () => {
+    const c = make({ baseDelay: 1, maxDelay: 1 });
+    c.join("room:a", { since: "0" });
+    c.join("room:b", { since: "7-0", epoch: "E0" });
+    await sockets(1);
+    last().welcome();
+    const [a, b] = last().sent;
+    assert.deepEqual([a.topic, a.since, a.epoch, b.topic, b.since, b.epoch],
+      ["room:a", "0", null, "room:b", "7-0", "E0"]);
+    last().frame({ topic: "room:a", id: "3-0", data: "replayed" });
+    for (const f of [a, b]) {
+      last().frame({ t: "reply", ref: f.ref, data: { epoch: "E0", resumed: true, lost: null, info: null } });
+    }
+    last().drop();
+    await sockets(2);
+    last().welcome();
+    const again = last().sent.map((f) => [f.topic, f.since, f.epoch]);
+    assert.deepEqual(again, [["room:a", "3-0", "E0"], ["room:b", "7-0", "E0"]]);
+  });
+
   test("a message whose id was seen is dropped", async () => {
     const c = make();
     const room = c.join("room:a");

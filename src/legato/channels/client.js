@@ -117,12 +117,15 @@ export class Client extends Emitter {
     queueMicrotask(() => this._connect());
   }
 
-  /** Joins `topic` (once: joining again gives the same Channel). */
-  join(topic, { data } = {}) {
+  /** Joins `topic` (once: joining again gives the same Channel, options ignored).
+   * `since`: where the first join resumes from ("0": all the topic keeps; an id the
+   * page stored, with its `epoch` if it has it); later joins resume from the last id
+   * seen. Without it, the first join is live. */
+  join(topic, { data, since, epoch } = {}) {
     if (this.state === "closed") throw fail("closed", "the client is closed");
     let ch = this._topics.get(topic);
     if (!ch) {
-      this._topics.set(topic, (ch = new Channel(this, topic, data)));
+      this._topics.set(topic, (ch = new Channel(this, topic, data, since, epoch)));
       if (this.state === "connected") ch._join();
     }
     return ch;
@@ -316,15 +319,17 @@ export class Client extends Emitter {
  * "state" (state, detail: the join's reply, or the error), "error" (join refused).
  */
 export class Channel extends Emitter {
-  constructor(client, topic, data) {
+  constructor(client, topic, data, since, epoch) {
     super();
     this.client = client;
     this.topic = topic;
     this.data = data;
     this.state = "joining";
     this.info = null; // what the channel's on_join hook returned
-    this._since = null; // the last id seen, and the epoch it belongs to: the resume point
-    this._epoch = null;
+    // The last id seen, and the epoch it belongs to: the resume point (at first, the
+    // caller's, if any).
+    this._since = since ?? null;
+    this._epoch = epoch ?? null;
     this._seen = new Set(); // recent ids: a message delivered twice is dropped
   }
 
