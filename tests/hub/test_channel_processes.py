@@ -147,3 +147,20 @@ async def test_under_uvicorn_channels_join_publish_call_and_end_quietly_with_101
             assert peer.conn.close_code == 1012  # uvicorn's own: clients back off
         server.proc.wait(15)
         assert "Traceback" not in server.stderr()
+
+
+async def test_connected_clients_are_told_state_lost_when_redis_comes_back_empty(
+        redis_server: Any, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(f"{redis_server.url}?prefix=lost", 1)
+    a = await Peer.open(legato)
+    (joined, _) = await a.ok("join", topic="room:r")
+    await a.ok("pub", topic="room:r", data="before")
+    redis_server.kill()  # no persistence: it comes back empty
+    redis_server.start()
+    frame = await a.recv()
+    while frame.get("t") != "lost":
+        frame = await a.recv()
+    assert frame["topic"] == "room:r" and frame["reason"] == "epoch"
+    assert frame["epoch"] != joined["epoch"]
+    await a.ok("pub", topic="room:r", data="after")  # still connected
+    await a.conn.close()

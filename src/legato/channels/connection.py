@@ -256,6 +256,22 @@ class ChannelConnection:
                 await self._announce(topic, "left", joined.member)
         return {}
 
+    async def tell_lost(self, topic: str, epoch: str, gap: str | None) -> None:
+        """After a hub outage: a new epoch (the broker lost the history) or a gap in what
+        was refilled is said with a ``lost`` frame; the client keeps the new epoch."""
+        joined = self.joined.get(topic)
+        if joined is None or self.ws.state.name != "OPEN":
+            return
+        changed = epoch != joined.reply["epoch"]
+        if not changed and gap is None:
+            return
+        joined.reply = {**joined.reply, "epoch": epoch}
+        try:
+            await self.send({"t": "lost", "topic": topic, "epoch": epoch,
+                             "reason": "epoch" if changed else gap})
+        except Exception:  # noqa: BLE001 - the connection is going: nothing to tell
+            return
+
     async def _announce(self, topic: str, kind: str, member: dict[str, Any]) -> None:
         frame = jsoncodec.dumps_str({"t": kind, "topic": topic, "member": member})
         try:

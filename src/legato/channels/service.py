@@ -8,6 +8,7 @@ sessions and origin checks apply to its handshake as to any route.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from importlib import resources
@@ -52,6 +53,9 @@ class Channels:
         self._hooks: dict[Any, Hook] = {}
         self._mounted = False
         self._configured: set[str] = set()
+        self._listening = False
+        self._gaps: dict[str, str] = {}  # topic → reason, gathered during a reconnect
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------- declaring
 
@@ -92,6 +96,40 @@ class Channels:
             hook = self._hooks[rpc.func] = Hook(rpc.func)
         return hook
 
+    def _listen_to_hub(self) -> None:
+        if not self._listening:
+            self._listening = True
+            self.app.hub.listeners.append(self._hub_event)
+
+    def _hub_event(self, kind: str, details: dict[str, Any]) -> None:
+        """After an outage the broker may have lost messages (its history trimmed, or
+        gone with a restart): the clients joined to those topics are told now, while
+        connected, not at their next reconnect (docs/channels.md, ``lost``)."""
+        if kind == "gap" and details.get("resume") is None:
+            topic = details.get("topic")
+            if isinstance(topic, str):
+                reason = details.get("reason")
+                self._gaps[topic] = "trimmed" if reason == "trimmed" else "lost"
+        elif kind == "reconnected":
+            gaps, self._gaps = self._gaps, {}
+            task = asyncio.get_running_loop().create_task(self._after_outage(gaps))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _after_outage(self, gaps: dict[str, str]) -> None:
+        by_topic: dict[str, list[ChannelConnection]] = {}
+        for conn in list(self.connections):
+            for topic in conn.joined:
+                by_topic.setdefault(topic, []).append(conn)
+        for topic, conns in by_topic.items():
+            try:
+                epoch = await self.app.hub.epoch(topic)
+            except Exception:  # noqa: BLE001 - the broker went away again: next time
+                logger.info("channels: epoch of %r unknown after an outage", topic)
+                continue
+            for conn in conns:
+                await conn.tell_lost(topic, epoch, gaps.get(topic))
+
     def _configure_hub(self) -> None:
         """Each channel's history, set once on the hub for its topics' prefix."""
         for channel in self.registry.channels:
@@ -114,6 +152,7 @@ class Channels:
             await ws.close(1013, "too many connections: try again later")
             return
         self._configure_hub()
+        self._listen_to_hub()
         conn = ChannelConnection(self, ws)
         session = getattr(ws, "_session", None)
         if session is not None:  # legato's server: advice before the shutdown close

@@ -161,6 +161,9 @@ class Hub:
         self.gaps = 0
         self._local_ids = LocalIds()
         self.events: list[tuple[str, dict[str, Any]]] = []
+        #: Called with each backend event (kind, details), after it is kept and counted:
+        #: the channel layer tells its clients what an outage cost them.
+        self.listeners: list[Any] = []
 
     # ----------------------------------------------------------------- settings
 
@@ -222,6 +225,8 @@ class Hub:
             self.gaps += 1
         # The backend logs these itself, at warning level; here they are kept and counted.
         logger.debug("hub event %s %s", kind, details)
+        for listener in self.listeners:
+            listener(kind, details)
 
     # ---------------------------------------------------------------- publishing
 
