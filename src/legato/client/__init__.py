@@ -14,7 +14,10 @@ legato's own sans-I/O WebSocket core.
 Modules: :mod:`.client` (the connection loop, requests), :mod:`.topic` (delivery,
 events), :mod:`.requests` (what waits and what a reconnect does to it), :mod:`.frames`
 (the protocol's frames), :mod:`.transport` (the WebSocket on asyncio streams),
-:mod:`.backoff`, :mod:`.state`, :mod:`.errors`, :mod:`.queues`, :mod:`.observers`.
+:mod:`.sse` (the fallback: SSE down, POST up), :mod:`.eventstream` (its sans-I/O
+parser), :mod:`.http` (HTTP/1.1 on asyncio streams), :mod:`.fallback` (which transport
+the next attempt uses), :mod:`.backoff`, :mod:`.state`, :mod:`.errors`, :mod:`.queues`,
+:mod:`.observers`.
 """
 
 from .client import Client
