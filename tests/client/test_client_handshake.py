@@ -47,9 +47,6 @@ async def test_a_hook_that_refuses_is_a_permanent_connect_error_with_the_body(
     assert "no token" in caught.value.details["body"]
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: GET /_legato/sse does not run the "
-                   "App's before_request(websocket=True) hooks, so SSE lets in a client "
-                   "the WebSocket handshake refused")
 async def test_with_auto_a_hook_that_refuses_the_websocket_refuses_the_sse_fallback_too(
         secured_url: str) -> None:
     client = Client(secured_url)

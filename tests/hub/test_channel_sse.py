@@ -4,6 +4,7 @@ against real ``legato run`` processes on a real Redis (hub_apps:app)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -175,3 +176,26 @@ async def test_at_shutdown_an_sse_stream_ends_with_reconnect_advice_and_close_10
         assert advice["t"] == "reconnect" and advice["reason"] == "shutdown"
         closing = await stream.event()
         assert closing == {"t": "close", "code": 1012, "reason": "server restarting"}
+
+
+async def test_a_resumed_stream_says_so_at_once_and_a_close_post_ends_the_connection(
+        hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
+    (legato,) = start(hub_url, 1)
+    ws = await Peer.open(legato)
+    await ws.ok("join", topic="room:c")
+    async with httpx.AsyncClient() as client:
+        async with sse(client, legato) as stream:
+            await stream.ok("join", topic="room:c", data={"name": "sse"})
+            welcome, last = stream.welcome, stream.last_id
+        async with sse(client, legato, last_event_id=last) as back:
+            assert back.response.headers["x-legato-resumed"] == "1"
+            back.welcome = welcome
+            assert await back.event() == {"t": "resumed", "conn": welcome["conn"],
+                                          "after": int(last.split(".")[1])}
+            assert (await back.post({"t": "close"})).status_code == 202
+            with contextlib.suppress(StopAsyncIteration, httpx.ReadError):
+                while True:  # the stream ends
+                    await back.event()
+    (members, _) = await ws.ok("presence", topic="room:c")
+    assert [m["data"] for m in members["members"]] == [None]  # only the WebSocket peer
+    await ws.conn.close()

@@ -117,9 +117,15 @@ class SseSocket:
     # ------------------------------------------------------------ receiving (up)
 
     def post(self, frame: str) -> bool:
-        """A frame from a POST; False when this connection cannot take more now."""
+        """A frame from a POST; False when this connection cannot take more now.
+        ``{"t": "close"}`` ends the connection (an SSE client's clean close)."""
         if self.state is not OPEN:
             return False
+        if frame.startswith('{"t":"close"'):
+            self.state, self.close_code = CLOSED, 1000
+            self.inbox.put_nowait(None) if not self.inbox.full() else None
+            self._changed.set()
+            return True
         try:
             self.inbox.put_nowait(frame)
         except asyncio.QueueFull:
@@ -199,6 +205,9 @@ class SseTransport:
     async def stream(self, request: Any) -> Any:
         from ..responses import StreamingResponse  # noqa: PLC0415
 
+        # The same connection as over the WebSocket, so the same gate: the App's
+        # before_request(websocket=True) hooks (authentication) run for every stream.
+        await self._run_websocket_hooks(request)
         sock, after = None, 0
         last = request.headers.get("last-event-id")
         if last:
@@ -210,17 +219,42 @@ class SseTransport:
                 if sock.linger_handle is not None:
                     sock.linger_handle.cancel()
                     sock.linger_handle = None
+        resumed = sock is not None
         if sock is None:
             sock = await self._open(request.scope)
         shutdown = request.scope.get("extensions", {}).get("legato.shutdown")
-        return StreamingResponse(self._watched(sock, after, shutdown),
+        return StreamingResponse(self._watched(sock, after, shutdown, resumed),
                                  media_type="text/event-stream",
                                  headers={"cache-control": "no-cache",
-                                          "x-accel-buffering": "no"})
+                                          "x-accel-buffering": "no",
+                                          "x-legato-resumed": "1" if resumed else "0"})
 
-    async def _watched(self, sock: SseSocket, after: int, shutdown: Any
+    async def _run_websocket_hooks(self, request: Any) -> None:
+        from ..providers import Context, call_plan  # noqa: PLC0415
+
+        from ..websocket import WebSocket  # noqa: PLC0415
+
+        app = self.service.app
+        if not app.websocket_hooks:
+            return
+        # The hooks see what they would see of a WebSocket handshake: its headers,
+        # query, cookies, session, client (a WebSocket that is never opened).
+        scope = {**request.scope, "type": "websocket", "subprotocols": ["legato.v1"],
+                 "extensions": {}}
+        ctx = Context(app, scope, request=request,
+                      websocket=WebSocket(scope, _never, _never))
+        try:
+            for hook in app.websocket_hooks:
+                await call_plan(app.plan_for_callable(hook), ctx)
+        finally:
+            await ctx.aclose()
+
+    async def _watched(self, sock: SseSocket, after: int, shutdown: Any, resumed: bool
                        ) -> AsyncIterator[bytes]:
         try:
+            if resumed:  # said at once (no id: Last-Event-ID stays the last frame's)
+                yield b"retry: 1000\n\ndata: %s\n\n" % jsoncodec.dumps(
+                    {"t": "resumed", "conn": sock.id, "after": after})
             async for chunk in sock.events(after, shutdown,
                                            lambda: self.service.advice("shutdown")):
                 yield chunk
@@ -297,6 +331,10 @@ class SseTransport:
         envelope = jsoncodec.dumps_str({"token": token, "frames": texts})
         await self.service.app.hub.publish_frame(f"~sse:{conn}", envelope)
         return JSONResponse({}, status_code=202)
+
+
+async def _never(*_: Any) -> Any:
+    raise RuntimeError("the SSE transport's stand-in WebSocket is never opened")
 
 
 class _Inbox:
