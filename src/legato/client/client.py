@@ -44,6 +44,7 @@ from .frames import (
     ErrorFrame,
     Member,
     Message,
+    LostFrame,
     PresenceFrame,
     Reconnect,
     Reply,
@@ -388,6 +389,10 @@ class Client:
             logger.info("channel client: server advises reconnecting (%s) in %d + "
                         "random(0, %d) ms", frame.reason, frame.delay_ms, frame.jitter_ms)
             self._advice = frame
+        elif isinstance(frame, LostFrame):
+            topic = self._topics.get(frame.topic)
+            if topic is not None:
+                topic.lost_while_joined(frame.reason, frame.epoch)
         elif isinstance(frame, UnknownFrame):
             logger.debug("channel client: ignoring a %r frame", frame.t)
         # Pong: its arrival already fed the heartbeat (WebSocket.last_received)

@@ -95,12 +95,22 @@ class Reconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class LostFrame:
+    """While connected: the hub's broker lost messages of a joined topic (an outage it
+    could not refill, or a restart with an empty history: a new ``epoch``)."""
+
+    topic: str
+    reason: str
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownFrame:
     t: str
 
 
 ServerFrame = (Message | Welcome | Reply | ErrorFrame | Pong | PresenceFrame | Reconnect
-               | UnknownFrame)
+               | LostFrame | UnknownFrame)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -187,9 +197,13 @@ def _reconnect(f: _Fields) -> Reconnect:
                      reason if isinstance(reason, str) else "")
 
 
+def _lost(f: _Fields) -> LostFrame:
+    return LostFrame(f.string("topic"), f.string("reason"), f.string("epoch"))
+
+
 _PARSERS: dict[str, Callable[[_Fields], ServerFrame]] = {
     "welcome": _welcome, "reply": _reply, "error": _error, "pong": _pong,
-    "joined": _joined, "left": _left, "reconnect": _reconnect,
+    "joined": _joined, "left": _left, "reconnect": _reconnect, "lost": _lost,
 }
 
 

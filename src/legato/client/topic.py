@@ -204,6 +204,21 @@ class Topic:
         if not self.first_join.done():
             self.first_join.set_result(None)
 
+    def lost_while_joined(self, reason: str, epoch: str) -> None:
+        """The server's ``lost`` frame: keep the new epoch (the ids seen before belong to
+        a history that is gone) and report the loss."""
+        if self.state is not TopicState.JOINED:
+            return
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._seen.clear()
+            self._seen_order.clear()
+            self.last_id = None
+        lost = Lost(reason, None)
+        self.lost = lost
+        logger.info("channel topic %r: messages lost (%s)", self.name, reason)
+        self._events.emit(lost)
+
     def join_refused(self, error: ChannelError) -> None:
         """The server refused the (re)join: final (the client does not retry)."""
         if self.state is not TopicState.JOINING:
