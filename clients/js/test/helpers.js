@@ -1,7 +1,10 @@
 // What the client's tests share: a real legato server in a subprocess (test/app.py),
-// a TCP proxy in front of it that can freeze or cut connections, and waiting for events.
+// a redis-server of their own, a TCP proxy in front of the server that can freeze or
+// cut connections (or send new ones elsewhere), an HTTP proxy that refuses WebSocket
+// upgrades, and waiting for events.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 
@@ -59,16 +62,32 @@ export async function startServer(port, env = {}) {
   };
 }
 
+/** A redis-server of the test's own (no persistence), on a free port; stop() by PID. */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
+    "--save", "", "--appendonly", "no", "--loglevel", "warning"], { stdio: "ignore" });
+  const exited = new Promise((r) => proc.once("exit", r));
+  const deadline = Date.now() + WAIT;
+  while (!(await canConnect(port))) {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error("redis-server did not start");
+    await sleep(20);
+  }
+  return { url: `redis://127.0.0.1:${port}/0`, stop: () => proc.kill() && exited };
+}
+
 /** A TCP proxy to `target`: freeze() stops forwarding on the connections open now
  * (a half-open network: nothing arrives, nothing fails), cut() drops them; new
- * connections are forwarded as usual. */
+ * connections are forwarded as usual, to `proxy.target` (which a test may change).
+ * `match`: only the connections whose first bytes match (say, /^GET \/_legato\/sse/:
+ * the SSE stream, not the pooled connections POSTs reuse). */
 export async function startProxy(target) {
   const pairs = new Set();
   const server = net.createServer((client) => {
-    const upstream = net.connect(target, "127.0.0.1");
-    const pair = { client, upstream, frozen: { up: false, down: false } };
+    const upstream = net.connect(proxy.target, "127.0.0.1");
+    const pair = { client, upstream, frozen: { up: false, down: false }, first: null };
     pairs.add(pair);
-    client.on("data", (d) => pair.frozen.up || upstream.write(d));
+    client.on("data", (d) => (pair.first ??= d.toString("latin1"), pair.frozen.up || upstream.write(d)));
     upstream.on("data", (d) => pair.frozen.down || client.write(d));
     const end = () => {
       pairs.delete(pair);
@@ -79,20 +98,71 @@ export async function startProxy(target) {
     upstream.on("close", end).on("error", end);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  return {
+  const proxy = {
     port: server.address().port,
+    target,
     get open() { return pairs.size; },
-    freeze({ up = true, down = true } = {}) {
-      for (const p of pairs) Object.assign(p.frozen, { up, down });
+    freeze({ up = true, down = true, match = /^/ } = {}) {
+      for (const p of pairs) if (match.test(p.first ?? "")) Object.assign(p.frozen, { up, down });
     },
-    cut() {
-      for (const p of pairs) p.client.destroy(), p.upstream.destroy();
+    cut(match = /^/) {
+      for (const p of pairs) if (match.test(p.first ?? "")) p.client.destroy(), p.upstream.destroy();
     },
     close() {
       this.cut();
       return new Promise((r) => server.close(r));
     },
   };
+  return proxy;
+}
+
+/** An HTTP proxy to `target` that answers 403 to every WebSocket upgrade (as some
+ * corporate proxies do) and forwards every other request, streaming the answers
+ * (SSE included). `requests` lists what went through: "METHOD path". */
+export async function startRefusingProxy(target) {
+  const requests = [];
+  const tunnels = new Set();
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    const up = http.request({ host: "127.0.0.1", port: target, method: req.method,
+      path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    res.on("close", () => up.destroy()); // the client went: so does the upstream request
+    req.pipe(up);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    requests.push(`UPGRADE ${req.url}`);
+    if (proxy.refuse) {
+      socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+      return;
+    }
+    const up = net.connect(target, "127.0.0.1", () => { // allowed: a tunnel
+      let raw = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) raw += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      up.write(raw + "\r\n");
+      up.write(head);
+      up.pipe(socket).pipe(up);
+    });
+    tunnels.add(socket);
+    const end = () => (up.destroy(), socket.destroy(), tunnels.delete(socket));
+    up.on("error", end).on("close", end);
+    socket.on("error", end).on("close", end);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const proxy = {
+    port: server.address().port,
+    refuse: true, // false: upgrades are tunnelled to the server
+    requests,
+    close() {
+      server.closeAllConnections();
+      for (const t of tunnels) t.destroy();
+      return new Promise((r) => server.close(r));
+    },
+  };
+  return proxy;
 }
 
 /** The next `event` of `emitter` whose arguments satisfy `test` (its first argument). */

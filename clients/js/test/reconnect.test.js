@@ -4,11 +4,11 @@
 // its `once`: delivered once), requests queued while disconnected, and a half-open
 // connection found dead by the heartbeat.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, describe, test } from "node:test";
 import { Client } from "../legato.js";
 import {
-  collect, disconnection, freePort, joined, next, sleep, startProxy, startServer, until, WAIT,
+  collect, disconnection, freePort, joined, next, sleep, startProxy, startRedis, startServer, until,
+  WAIT,
 } from "./helpers.js";
 
 const stack = []; // what to stop after each test, last first
@@ -26,14 +26,10 @@ const server = async (port, env) => {
   return s;
 };
 
-async function startRedis() {
-  const port = await freePort();
-  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
-    "--save", "", "--appendonly", "no", "--loglevel", "warning"], { stdio: "ignore" });
-  const exited = new Promise((r) => proc.once("exit", r));
-  stack.push(() => proc.kill() && exited);
-  await sleep(200);
-  return `redis://127.0.0.1:${port}/0`;
+async function redis() {
+  const r = await startRedis();
+  stack.push(() => r.stop());
+  return r.url;
 }
 
 const data = (got) => got.map(([d]) => d);
@@ -42,9 +38,10 @@ const connected = (c) => next(c, "state", (s) => s === "connected");
 describe("A server restart (SIGTERM)", () => {
   test("advice, 1012, reconnect, resume: queued publishes and calls arrive once each", async () => {
     const port = await freePort();
-    const hub = await startRedis();
+    const hub = await redis();
     let s = await server(port, { LEGATO_TEST_HUB: hub });
-    const [ann, bob] = [client(port), client(port)];
+    // The WebSocket only: a fallback to SSE while the server is down is sse.test.js's.
+    const [ann, bob] = [client(port, { transport: "websocket" }), client(port, { transport: "websocket" })];
     const [a, b] = [ann.join("room:restart"), bob.join("room:restart")];
     const [gotA, gotB] = [collect(a), collect(b)];
     await Promise.all([joined(a), joined(b)]);

@@ -33,7 +33,7 @@ const sockets = (n) => until(() => FakeSocket.all.length === n, `socket ${n}`);
 
 let clients;
 const make = (options = {}, url = "http://example.test/_legato") => {
-  const c = new Client(url, { WebSocket: FakeSocket, ...options });
+  const c = new Client(url, { WebSocket: FakeSocket, transport: "websocket", ...options });
   clients.push(c);
   return c;
 };

@@ -42,13 +42,117 @@ const settle = (r, error, value) => {
 const onceKey = () =>
   crypto.getRandomValues(new Uint32Array(4)).reduce((s, n) => s + n.toString(36), "");
 
-/** The WebSocket URL: `base` (a path, or an http(s)/ws(s) URL) + "/ws" + params. */
-const wsUrl = (base, params) => {
-  const url = new URL(base.replace(/\/+$/, "") + "/ws", globalThis.location?.href);
-  url.protocol = url.protocol.replace("http", "ws");
-  for (const k in params) url.searchParams.set(k, params[k]);
-  return url.href;
+/** `base` (a path, or an http(s)/ws(s) URL) + `path` + `params` as the query, with a
+ * ws(s) scheme for the WebSocket, http(s) for the rest. */
+const url = (base, path, params, ws) => {
+  const u = new URL(base.replace(/\/+$/, "") + path, globalThis.location?.href);
+  u.protocol = ws ? u.protocol.replace("http", "ws") : u.protocol.replace("ws", "http");
+  for (const k in params) u.searchParams.set(k, params[k]);
+  return u.href;
 };
+
+/**
+ * The fallback transport (docs/channels.md "The fallback transport: SSE down, POST
+ * up"), shaped like the part of a WebSocket the Client uses: send(), close(),
+ * onmessage ({data}: the frame, parsed), onclose ({code}).
+ *
+ * The stream is read with fetch, not EventSource: one code path in browsers and Node,
+ * no reconnects of its own fighting the Client's backoff, and errors that are seen.
+ * Frames sent in one tick go up in one POST (a JSON array, at most 100 frames), one
+ * POST at a time so the server reads them in order.
+ *
+ * A stream that drops is opened again once, right away, with
+ * `Last-Event-ID`: within the server's linger on the same process the connection
+ * goes on (the frames missed come first); otherwise the server's new `welcome` comes
+ * up and the Client rejoins as after any reconnect. A failed resume, a failed POST or
+ * a `close` event is the end: onclose.
+ */
+class Sse {
+  constructor(base, params, fetch) {
+    this._url = (path, more) => url(base, path, { ...params, ...more });
+    this._fetch = fetch;
+    this._up = []; // frames waiting for the next POST
+    this._read();
+  }
+
+  send(text) {
+    this._up.push(text);
+    if (!this._posting) {
+      this._posting = 1;
+      queueMicrotask(() => this._post());
+    }
+  }
+
+  close() {
+    this._gone = 1;
+    this._abort?.abort();
+  }
+
+  async _post() {
+    while (this._up.length && !this._gone) {
+      const conn = this.conn;
+      const body = "[" + this._up.splice(0, 100) + "]";
+      const headers = { "X-Legato-Token": this._token };
+      const status = await this._fetch(this._url("/send", { conn }), { method: "POST", headers, body })
+        .then(async (r) => (await r.text(), r.status))
+        .catch(() => 0);
+      // An answer about a connection the server has replaced does not matter.
+      if (status !== 202 && conn === this.conn) this._end(1006);
+    }
+    this._posting = 0;
+  }
+
+  async _read() {
+    const abort = (this._abort = new AbortController());
+    const headers = this._id ? { "Last-Event-ID": this._id } : {};
+    try {
+      const r = await this._fetch(this._url("/sse"), { headers, signal: abort.signal, cache: "no-store" });
+      if (!r.ok) throw r.status;
+      const reader = r.body.getReader();
+      const text = new TextDecoder();
+      for (let rest = "", got; !(got = await reader.read()).done && !this._gone; ) {
+        const events = (rest += text.decode(got.value, { stream: true })).split(/\r?\n\r?\n/);
+        rest = events.pop();
+        for (const e of events) this._gone || this._event(e);
+      }
+    } catch {} // the loss is the same, whatever the error
+    if (this._gone) return;
+    if (this._resumed || !this.conn) return this._end(1006);
+    this._resumed = 1;
+    this._read();
+  }
+
+  // One event: `id`, `retry` and `data` fields (comments and others ignored).
+  _event(e) {
+    let data;
+    for (const line of e.split(/\r?\n/)) {
+      const [, k, v] = line.match(/^([^:]*):? ?(.*)/);
+      if (k === "id") this._id = v;
+      else if (k === "data") data = data == null ? v : data + "\n" + v;
+    }
+    if (data == null) return;
+    let f;
+    try {
+      f = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this._resumed = 0; // the stream works: a later drop may resume again
+    if (f.t === "close") return this._end(f.code);
+    if (f.t === "welcome") {
+      this.conn = f.conn;
+      this._token = f.token;
+      this._up = []; // frames for the connection the server replaced
+    }
+    this.onmessage?.({ data: f });
+  }
+
+  _end(code) {
+    const done = this.onclose;
+    this.close();
+    done?.({ code });
+  }
+}
 
 class Emitter {
   constructor() {
@@ -91,7 +195,14 @@ class Emitter {
  * - `baseDelay` (500), `maxDelay` (30,000): reconnect backoff, full jitter.
  * - `queueLimit` (100): requests that may wait for a connection; more fail at once
  *   with `queue_full`.
- * - `WebSocket`: the WebSocket class (default: the global one).
+ * - `transport`: "auto" (the default), "websocket" or "sse". Auto uses the WebSocket
+ *   and falls back to SSE + POST after 2 WebSocket attempts in a row that never
+ *   reached `welcome` (a proxy refusing the upgrade), when fetch can stream. Each SSE
+ *   connection of the fallback then opens one WebSocket as a probe: if it opens (the
+ *   server was only restarting, or the network changed), the client reconnects on
+ *   the WebSocket. An SSE attempt that fails too (the server is down, not the
+ *   WebSocket) goes back to the WebSocket. `client.transport` is the one in use.
+ * - `WebSocket`, `fetch`: what to connect with (default: the globals).
  *
  * Events: "state" (state, detail: for "disconnected", {code, delay, advice}: the close
  * code (1006 when the heartbeat found the connection dead), the ms until the next
@@ -103,7 +214,7 @@ export class Client extends Emitter {
     super();
     this.url = url;
     this.options = { baseDelay: 500, maxDelay: 30000, queueLimit: 100, grace: 10000, ...options };
-    wsUrl(url, {}); // a bad URL throws here, not later in a timer
+    new URL(url, globalThis.location?.href); // a bad URL throws here, not later in a timer
     this.state = "connecting";
     this.conn = null; // the server's id of this connection (welcome)
     this._topics = new Map(); // topic -> Channel, every one not left or failed
@@ -112,6 +223,9 @@ export class Client extends Emitter {
     this._ref = 0;
     this._attempt = 0; // reconnects since the last welcome: the backoff's exponent
     this._advice = null; // the server's last `reconnect` frame on this socket
+    this.transport = null; // "websocket" or "sse": what this connection uses
+    this._wsFails = 0; // WebSocket attempts in a row that never reached welcome
+    this._fallen = false; // on SSE because the WebSocket failed (auto)
     // Connect after the caller's synchronous code, so its "state" listener sees
     // "connecting".
     queueMicrotask(() => this._connect());
@@ -160,16 +274,46 @@ export class Client extends Emitter {
 
   _connect() {
     if (this.state === "closed") return;
-    this._set("connecting");
     const o = this.options;
-    const params = typeof o.params === "function" ? o.params() : o.params;
-    const ws = (this._ws = new (o.WebSocket || WebSocket)(wsUrl(this.url, params), "legato.v1"));
+    this.transport = this._pick();
+    this._welcomed = false;
+    this._set("connecting");
+    const params = (this._params = typeof o.params === "function" ? o.params() : o.params);
+    const ws = (this._ws = this.transport === "sse"
+      ? new Sse(this.url, params, o.fetch || ((...a) => fetch(...a)))
+      : new (o.WebSocket || WebSocket)(url(this.url, "/ws", params, 1), "legato.v1"));
     ws.onmessage = (e) => this._frame(e.data);
     ws.onclose = (e) => this._lost(ws, e.code);
     // Browsers follow "error" with "close" (1006); Node 20's WebSocket, on a refused
     // connection, never does. The loss is the same: take the first.
     ws.onerror = () => this._lost(ws, 1006);
     this._watch(o.heartbeat || 25000); // a handshake that hangs is a dead connection too
+  }
+
+  // The transport of the next attempt (see `transport` above).
+  _pick() {
+    const t = this.options.transport;
+    if (t && t !== "auto") return t;
+    if (!(this.options.fetch || globalThis.ReadableStream)) return "websocket";
+    return this._fallen || this._wsFails > 1 ? "sse" : "websocket";
+  }
+
+  // The fallback's probe: a WebSocket that opens ends the SSE connection `sse`, and
+  // the next connection is a WebSocket (a reconnect like any other: rejoin, resend).
+  // Calls in flight would fail with `disconnected`, so it waits until there are none.
+  _probe(sse) {
+    const ws = new (this.options.WebSocket || WebSocket)(url(this.url, "/ws", this._params, 1), "legato.v1");
+    const back = () => {
+      if (this._ws !== sse) return;
+      if ([...this._refs.values()].some((r) => r.frame.t === "call")) return setTimeout(back, 100);
+      this._fallen = false;
+      this._wsFails = 0;
+      this._lost(sse, 1000);
+    };
+    ws.onopen = () => {
+      ws.close(1000);
+      back();
+    };
   }
 
   // The dead-connection watch (docs/channels.md "Heartbeat"): no frame at all for
@@ -203,6 +347,26 @@ export class Client extends Emitter {
   _lost(ws, code) {
     if (ws !== this._ws) return;
     this._detach();
+    this._reset();
+    if (!this._welcomed) {
+      if (this.transport === "websocket") this._wsFails++;
+      else this._fallen = this._wsFails = 0; // SSE fails too: the server is away
+    }
+    const advice = this._advice;
+    const o = this.options;
+    this._advice = null;
+    // docs/channels.md "Reconnecting": the server's advice, else full-jitter backoff.
+    const delay = advice
+      ? (advice.delay || 0) + Math.random() * (advice.jitter || 0)
+      : Math.random() * Math.min(o.maxDelay, o.baseDelay * 2 ** this._attempt++);
+    this._timer = setTimeout(() => this._connect(), delay);
+    this._set("disconnected", { code, delay, advice });
+  }
+
+  // The connection is gone (or replaced: a new SSE welcome): what was sent waits to be
+  // sent again, or fails when it cannot be.
+  _reset() {
+    clearInterval(this._ping);
     const resend = [];
     for (const r of this._refs.values()) {
       const t = r.frame.t;
@@ -215,22 +379,13 @@ export class Client extends Emitter {
     this._refs.clear();
     this._queue.unshift(...resend); // sent before what was queued after them: order kept
     for (const ch of this._topics.values()) if (ch.state === "joined") ch._set("joining");
-    const advice = this._advice;
-    const o = this.options;
-    this._advice = null;
-    // docs/channels.md "Reconnecting": the server's advice, else full-jitter backoff.
-    const delay = advice
-      ? (advice.delay || 0) + Math.random() * (advice.jitter || 0)
-      : Math.random() * Math.min(o.maxDelay, o.baseDelay * 2 ** this._attempt++);
-    this._timer = setTimeout(() => this._connect(), delay);
-    this._set("disconnected", { code, delay, advice });
   }
 
   _frame(text) {
     this._last = Date.now();
     let f;
     try {
-      f = JSON.parse(text);
+      f = typeof text === "string" ? JSON.parse(text) : text; // SSE parsed it
     } catch {
       return; // not ours to fail on: the server never sends it
     }
@@ -244,6 +399,13 @@ export class Client extends Emitter {
 
   _welcome(f) {
     const every = this.options.heartbeat || f.heartbeat || 25000;
+    // A second welcome on one SSE transport: the stream could not resume, the server
+    // made a new connection. What the old one had in flight is redone as after a loss.
+    if (this._welcomed) this._reset();
+    this._welcomed = true;
+    this._wsFails = 0;
+    const t = this.options.transport;
+    if ((this._fallen = this.transport === "sse") && (!t || t === "auto")) this._probe(this._ws);
     this.conn = f.conn;
     this._attempt = 0;
     this._watch(every);
