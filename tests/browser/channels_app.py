@@ -1,14 +1,16 @@
-"""The App the Chromium tests load the JS client from (`legato run channels_app:app`,
-from this folder): one page that imports `/_legato/client.js`, a room with presence and
-history, one rpc."""
+"""The App the Chromium tests load the JS client from (`legato run channels_app:app`
+or `uvicorn channels_app:app`, from this folder): one page that imports
+`/_legato/client.js`, a room with presence and history, one rpc. LEGATO_TEST_HUB picks
+the hub (memory:// by default)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from legato import App, HTMLResponse
 
-app = App(channels_reconnect_jitter=0.2)
+app = App(channels_reconnect_jitter=0.2, hub=os.environ.get("LEGATO_TEST_HUB", "memory://"))
 app.channel("room:{id}", history=100, presence=True)
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>legato client</title>
