@@ -171,3 +171,144 @@ describe("Resending", () => {
     assert.throws(later[0], { message: "listener bug" }); // still reported, uncaught
   });
 });
+
+// A fetch for the SSE transport: each GET gets a stream the test writes SSE text to
+// (feed) and ends (drop); POSTs are recorded and answered 202.
+class FakeFetch {
+  constructor() {
+    this.streams = [];
+    this.posts = [];
+    this.fetch = (url, init = {}) => {
+      if (init.method === "POST") {
+        this.posts.push({ url, headers: init.headers, frames: JSON.parse(init.body) });
+        return Promise.resolve(new Response("{}", { status: 202 }));
+      }
+      const s = { url, headers: init.headers };
+      const body = new ReadableStream({ start: (c) => (s.controller = c) });
+      init.signal?.addEventListener("abort", () => s.controller.error(new Error("aborted")));
+      this.streams.push(s);
+      return Promise.resolve(new Response(body, { status: 200 }));
+    };
+  }
+  get last() {
+    return this.streams.at(-1);
+  }
+  feed(text) {
+    this.last.controller.enqueue(new TextEncoder().encode(text));
+  }
+  event(seq, frame, conn = "c1") {
+    this.feed(`id: ${conn}.${seq}\ndata: ${JSON.stringify(frame)}\n\n`);
+  }
+  drop() {
+    this.last.controller.close();
+  }
+}
+
+describe("SSE transport", () => {
+  const sseClient = (options = {}) => {
+    const http = new FakeFetch();
+    return [make({ transport: "sse", fetch: http.fetch, ...options }), http];
+  };
+  const welcome = (conn = "c1") => ({ t: "welcome", v: 1, conn, heartbeat: 25000, token: `tok-${conn}`, transport: "sse" });
+
+  test("events split across chunks, CRLF lines, comments and multi-line data are read", async () => {
+    const [c, http] = sseClient();
+    const room = c.join("room:a");
+    const got = [];
+    room.on("message", (d) => got.push(d));
+    await until(() => http.streams.length === 1, "the stream");
+    assert.match(http.last.url, /^http:\/\/example\.test\/_legato\/sse$/);
+    http.feed("retry: 1000\n\n: keepalive\n\n");
+    http.event(1, welcome());
+    await until(() => c.state === "connected", "connected");
+    await until(() => http.posts.length === 1, "the join POST");
+    const [{ url, headers, frames: [join] }] = http.posts;
+    assert.equal(url, "http://example.test/_legato/send?conn=c1");
+    assert.deepEqual(headers, { "X-Legato-Token": "tok-c1" });
+    http.event(2, { t: "reply", ref: join.ref, data: { epoch: "E", resumed: false, lost: null, last: null, info: null } });
+    http.feed('id: c1.3\r\ndata: {"topic": "room:a", "id": "1-0",\r\ndata:  "data": "two lines"}\r\n');
+    http.feed('\r\nid: c1.4\ndata: {"topic": "room:a", "id": "2-0", "da');
+    http.feed('ta": "split"}\n\n');
+    await until(() => got.length === 2, "two messages");
+    assert.deepEqual(got, ["two lines", "split"]);
+  });
+
+  test("a dropped stream is asked again with Last-Event-ID; a new welcome rejoins from the last id and resends with the same once", async () => {
+    const [c, http] = sseClient();
+    const room = c.join("room:a");
+    await until(() => http.streams.length === 1, "the stream");
+    http.event(1, welcome());
+    await until(() => http.posts.length === 1, "the join");
+    http.event(2, { t: "reply", ref: http.posts[0].frames[0].ref, data: { epoch: "E", resumed: false, lost: null, info: null } });
+    http.event(3, { topic: "room:a", id: "5-0", data: "x" });
+    await until(() => room.state === "joined", "joined");
+    const publishing = room.publish("hi");
+    await until(() => http.posts.length === 2, "the publish");
+    const [pub] = http.posts[1].frames;
+    http.drop();
+    await until(() => http.streams.length === 2, "the second request");
+    assert.deepEqual(http.last.headers, { "Last-Event-ID": "c1.3" });
+    http.event(1, welcome("c2"), "c2"); // the server could not resume: a new connection
+    await until(() => http.posts.length === 3, "the rejoin");
+    const [join] = http.posts[2].frames;
+    assert.equal(http.posts[2].url, "http://example.test/_legato/send?conn=c2");
+    assert.deepEqual([join.t, join.since, join.epoch], ["join", "5-0", "E"]);
+    http.event(2, { t: "reply", ref: join.ref, data: { epoch: "E", resumed: true, lost: null, info: null } }, "c2");
+    await until(() => http.posts.length === 4, "the resend");
+    const [again] = http.posts[3].frames;
+    assert.equal(again.once, pub.once);
+    http.event(3, { t: "reply", ref: again.ref, data: { id: "6-0" } }, "c2");
+    assert.equal(await publishing, "6-0");
+    assert.equal(c.conn, "c2");
+  });
+
+  test("a close event ends the connection with its code; the reconnect frame before it is the advice", async () => {
+    const [c, http] = sseClient();
+    await until(() => http.streams.length === 1, "the stream");
+    http.event(1, welcome());
+    const details = [];
+    c.on("state", (s, d) => s === "disconnected" && details.push(d));
+    http.event(2, { t: "reconnect", delay: 10, jitter: 0, reason: "shutdown" });
+    http.event(3, { t: "close", code: 1012, reason: "server restarting" });
+    await until(() => details.length === 1, "the disconnection");
+    assert.deepEqual([details[0].code, details[0].delay, details[0].advice.reason], [1012, 10, "shutdown"]);
+    await until(() => http.streams.length === 2, "the next connection");
+    assert.equal(http.last.headers["Last-Event-ID"], undefined); // a new connection
+  });
+});
+
+describe("Choosing the transport (auto)", () => {
+  test("2 WebSocket attempts that never reached welcome, then SSE; an SSE attempt that fails goes back to the WebSocket", async () => {
+    const http = new FakeFetch();
+    const c = make({ transport: "auto", fetch: http.fetch, baseDelay: 1, maxDelay: 1 });
+    const used = [];
+    c.on("state", (s) => s === "connecting" && used.push(c.transport));
+    await sockets(1);
+    last().drop();
+    await sockets(2);
+    last().drop();
+    await until(() => http.streams.length === 1, "the SSE attempt");
+    http.drop(); // no welcome: the server is away
+    await sockets(3);
+    assert.deepEqual(used, ["websocket", "websocket", "sse", "websocket"]);
+  });
+
+  test("on the fallback a probe WebSocket that opens brings the client back to the WebSocket", async () => {
+    const http = new FakeFetch();
+    const c = make({ transport: "auto", fetch: http.fetch, baseDelay: 1, maxDelay: 1 });
+    await sockets(1);
+    last().drop();
+    await sockets(2);
+    last().drop();
+    await until(() => http.streams.length === 1, "the SSE attempt");
+    http.event(1, { t: "welcome", v: 1, conn: "c1", heartbeat: 25000, token: "t" });
+    await sockets(3); // the probe
+    assert.equal(c.transport, "sse");
+    last().onopen();
+    assert.equal(last().closed, 1000);
+    await sockets(4);
+    last().welcome();
+    assert.equal(c.transport, "websocket");
+    assert.equal(c.state, "connected");
+  });
+});
