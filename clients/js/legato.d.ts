@@ -13,7 +13,12 @@ export interface ClientOptions {
   baseDelay?: number; // 500 ms
   maxDelay?: number; // 30,000 ms
   queueLimit?: number; // 100 requests waiting for a connection
+  /** "auto" (default): the WebSocket, SSE + POST after 2 WebSocket attempts in a row
+   * that never reached welcome (each fallback connection probes the WebSocket and
+   * goes back to it when it opens). */
+  transport?: "auto" | "websocket" | "sse";
   WebSocket?: typeof WebSocket;
+  fetch?: typeof fetch;
 }
 
 export interface Disconnection {
@@ -64,6 +69,8 @@ export class Client extends Emitter<{
   readonly url: string;
   readonly state: ClientState;
   readonly conn: string | null;
+  /** The transport of the connection now (null before the first attempt). */
+  readonly transport: "websocket" | "sse" | null;
   /** `since`: the first join resumes after this id ("0": all the topic keeps), in
    * `epoch` if given; later joins resume from the last id seen. */
   join(topic: string, options?: { data?: unknown; since?: string; epoch?: string }): Channel;
