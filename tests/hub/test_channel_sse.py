@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -199,3 +201,52 @@ async def test_a_resumed_stream_says_so_at_once_and_a_close_post_ends_the_connec
     (members, _) = await ws.ok("presence", topic="room:c")
     assert [m["data"] for m in members["members"]] == [None]  # only the WebSocket peer
     await ws.conn.close()
+
+
+SSE_FIRST_APP = '''
+from legato import App
+
+app = App(channels_max_connections=2)  # no hub_history: the channel's own history= counts
+app.channel("room:{id}", history=10)
+
+
+@app.rpc("whoami")
+async def whoami(ws) -> dict:
+    return {"name": ws.query_params.get("name"), "agent": ws.headers.get("user-agent")}
+'''
+
+
+async def test_a_first_connection_over_sse_sets_the_channels_up_like_a_websocket_does(
+        tmp_path: Any) -> None:
+    from ports import free_port, port_is_open  # noqa: PLC0415
+
+    (tmp_path / "sse_first.py").write_text(SSE_FIRST_APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "legato", "run", "sse_first:app",
+                             "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not port_is_open(port):
+            assert proc.poll() is None
+            await asyncio.sleep(0.05)
+        legato = Legato(proc, port, tmp_path / "none")
+        async with httpx.AsyncClient(headers={"user-agent": "sse-test"}) as client:
+            async with sse(client, legato) as first:
+                await first.ok("join", topic="room:h")
+                sent = await first.ok("pub", topic="room:h", data="kept")
+                # ws in an rpc over SSE is the stream's request: query, headers
+                assert await first.ok("call", name="whoami") == {"name": None,
+                                                                 "agent": "sse-test"}
+                async with sse(client, legato) as second:
+                    frame, before = await second.answer(
+                        await second.request("join", topic="room:h", since="0"))
+                    assert [f["id"] for f in before if "t" not in f] == [sent["id"]]
+                    async with sse(client, legato) as third:  # past max_connections
+                        assert third.welcome["t"] == "reconnect"
+                        assert third.welcome["reason"] == "overload"
+                        assert await third.event() == {
+                            "t": "close", "code": 1013,
+                            "reason": "too many connections: try again later"}
+    finally:
+        proc.terminate()
+        proc.wait(15)

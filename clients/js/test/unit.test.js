@@ -122,6 +122,28 @@ describe("Resending", () => {
     assert.equal(await publishing, "6-0");
   });
 
+  test("a lost frame while joined: the lost event, the new epoch's ids are new, the rejoin carries the new epoch", async () => {
+    const c = make({ baseDelay: 1, maxDelay: 1 });
+    const room = c.join("room:a");
+    const lost = [];
+    const got = [];
+    room.on("lost", (info) => lost.push(info));
+    room.on("message", (data, meta) => got.push(meta.id));
+    await sockets(1);
+    last().welcome();
+    last().frame({ t: "reply", ref: last().sent[0].ref, data: { epoch: "E1", resumed: false, lost: null, info: null } });
+    last().frame({ topic: "room:a", id: "9-0", data: "old" });
+    last().frame({ t: "lost", topic: "room:a", reason: "epoch", epoch: "E2" });
+    assert.deepEqual(lost, [{ reason: "epoch", first_kept: null }]);
+    last().frame({ topic: "room:a", id: "9-0", data: "same id, new epoch" });
+    assert.deepEqual(got, ["9-0", "9-0"]);
+    last().drop();
+    await sockets(2);
+    last().welcome();
+    const [join] = last().sent;
+    assert.deepEqual([join.since, join.epoch], ["9-0", "E2"]);
+  });
+
   test("an initial since is sent on the first join only; the rejoin resumes from the last id seen", async () => {
     const c = make({ baseDelay: 1, maxDelay: 1 });
     c.join("room:a", { since: "0" });

@@ -395,6 +395,7 @@ export class Client extends Emitter {
     else if (t === "joined" || t === "left") this._topics.get(f.topic)?._emit(t, f.member);
     else if (t === "welcome") this._welcome(f);
     else if (t === "reconnect") this._advice = f;
+    else if (t === "lost") this._topics.get(f.topic)?._lost(f);
   }
 
   _welcome(f) {
@@ -534,6 +535,18 @@ export class Channel extends Emitter {
     }
     this._fresh = []; // ids received during this join: they belong to the reply's epoch
     this.client._out({ frame: f, resolve: (d) => this._joined(d), reject: (e) => this._failed(e) });
+  }
+
+  // The server's `lost` while joined (its broker came back empty, or could not refill
+  // what this topic missed): a new epoch's ids start afresh, from its beginning.
+  _lost(f) {
+    if (this.state !== "joined") return;
+    if (f.epoch !== this._epoch) {
+      this._epoch = f.epoch;
+      this._seen = new Set();
+      this._since = "0";
+    }
+    this._emit("lost", { reason: f.reason, first_kept: null });
   }
 
   _joined(d) {

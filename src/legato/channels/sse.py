@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import jsoncodec
 from ..exceptions import HTTPError, WebSocketDisconnect
+from ..scope import HTTPConnection
 from .connection import ChannelConnection
 
 if TYPE_CHECKING:
@@ -58,17 +59,18 @@ class _State:
 OPEN, CLOSED = _State("OPEN"), _State("CLOSED")
 
 
-class SseSocket:
+class SseSocket(HTTPConnection):
     """What :class:`ChannelConnection` and the hub need of a WebSocket, over SSE + POST:
-    frames sent are kept and streamed, frames POSTed are read by ``async for``."""
+    frames sent are kept and streamed, frames POSTed are read by ``async for``. As a
+    connection it has what a WebSocket has (headers, query, cookies, session, client),
+    those of the stream's first GET, so hooks and rpc handlers that take ``ws`` work."""
 
     metrics = None
     _session = None
 
     def __init__(self, scope: dict[str, Any], conn_id: str) -> None:
-        self.scope = {**scope, "type": "websocket", "extensions": {}}
-        self.path = scope.get("path", "")
-        self.client = scope.get("client")
+        super().__init__({**scope, "type": "websocket", "subprotocols": ["legato.v1"],
+                          "extensions": {}})
         self.id = conn_id
         self.token = secrets.token_urlsafe(24)
         self.state: _State = OPEN
@@ -221,6 +223,12 @@ class SseTransport:
                     sock.linger_handle = None
         resumed = sock is not None
         if sock is None:
+            service = self.service
+            if service.max_connections is not None and \
+                    len(service.connections) >= service.max_connections:
+                return StreamingResponse(self._overloaded(), media_type="text/event-stream")
+            service._configure_hub()
+            service._listen_to_hub()
             sock = await self._open(request.scope)
         shutdown = request.scope.get("extensions", {}).get("legato.shutdown")
         return StreamingResponse(self._watched(sock, after, shutdown, resumed),
@@ -228,6 +236,13 @@ class SseTransport:
                                  headers={"cache-control": "no-cache",
                                           "x-accel-buffering": "no",
                                           "x-legato-resumed": "1" if resumed else "0"})
+
+    async def _overloaded(self) -> AsyncIterator[bytes]:
+        """As over the WebSocket: the advice, then a close with 1013."""
+        advice = self.service.advice("overload")
+        close = jsoncodec.dumps_str({"t": "close", "code": 1013,
+                                     "reason": "too many connections: try again later"})
+        yield f"data: {advice}\n\ndata: {close}\n\n".encode()
 
     async def _run_websocket_hooks(self, request: Any) -> None:
         from ..providers import Context, call_plan  # noqa: PLC0415
