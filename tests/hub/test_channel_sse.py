@@ -71,9 +71,11 @@ class Stream:
 
 
 @asynccontextmanager
-async def sse(client: httpx.AsyncClient, legato: Legato, last_event_id: str | None = None
-              ) -> AsyncIterator[Stream]:
+async def sse(client: httpx.AsyncClient, legato: Legato, last_event_id: str | None = None,
+              token: str | None = None) -> AsyncIterator[Stream]:
     headers = {"last-event-id": last_event_id} if last_event_id else {}
+    if token:
+        headers["x-legato-token"] = token
     async with client.stream("GET", f"http://127.0.0.1:{legato.port}/_legato/sse",
                              headers=headers, timeout=20) as response:
         assert response.status_code == 200
@@ -124,7 +126,7 @@ async def test_a_post_that_reaches_another_process_is_carried_to_the_stream_by_t
             await stream.ok("call", name="pid", to=one)  # answered where the stream is
 
 
-async def test_a_stream_back_within_the_linger_with_last_event_id_gets_every_frame_after_it(
+async def test_a_stream_back_within_the_linger_with_its_token_gets_every_frame_after_it(
         hub_url: str, start: Callable[..., list[Legato]]) -> None:  # noqa: F811
     (legato,) = start(hub_url, 1)
     ws = await Peer.open(legato)
@@ -134,7 +136,12 @@ async def test_a_stream_back_within_the_linger_with_last_event_id_gets_every_fra
             await stream.ok("join", topic="room:l")
             welcome, last = stream.welcome, stream.last_id
         sent = [(await ws.ok("pub", topic="room:l", data=n))[0]["id"] for n in range(5)]
-        async with sse(client, legato, last_event_id=last) as back:
+        async with sse(client, legato, last_event_id=last, token="forged") as other:
+            # The id alone (presence shows it) does not resume: a new connection.
+            assert other.response.headers["x-legato-resumed"] == "0"
+            fresh = await other.event()
+            assert fresh["t"] == "welcome" and fresh["conn"] != welcome["conn"]
+        async with sse(client, legato, last_event_id=last, token=welcome["token"]) as back:
             back.welcome = welcome
             ids = []
             while len(ids) < 5:
@@ -189,7 +196,7 @@ async def test_a_resumed_stream_says_so_at_once_and_a_close_post_ends_the_connec
         async with sse(client, legato) as stream:
             await stream.ok("join", topic="room:c", data={"name": "sse"})
             welcome, last = stream.welcome, stream.last_id
-        async with sse(client, legato, last_event_id=last) as back:
+        async with sse(client, legato, last_event_id=last, token=welcome["token"]) as back:
             assert back.response.headers["x-legato-resumed"] == "1"
             back.welcome = welcome
             assert await back.event() == {"t": "resumed", "conn": welcome["conn"],

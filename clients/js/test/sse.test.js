@@ -90,6 +90,10 @@ describe("Forced onto SSE", () => {
     assert.deepEqual(await bobJoins, { conn: bob.conn, data: { name: "bob" } });
     const members = await b.presence();
     assert.deepEqual(members.map((m) => m.data.name).sort(), ["ann", "bob"]);
+    // close() tells the server: bob leaves at once, not after the server's 30 s linger.
+    const bobLeaves = next(a, "left", (m) => m.data?.name === "bob");
+    bob.close();
+    assert.deepEqual(await bobLeaves, { conn: members.find((m) => m.data.name === "bob").conn, data: { name: "bob" } });
   });
 
   test("frames sent in one tick go up in one POST, in order; pings go up as POSTs", async () => {

@@ -269,7 +269,7 @@ describe("SSE transport", () => {
     const [pub] = http.posts[1].frames;
     http.drop();
     await until(() => http.streams.length === 2, "the second request");
-    assert.deepEqual(http.last.headers, { "Last-Event-ID": "c1.3" });
+    assert.deepEqual(http.last.headers, { "Last-Event-ID": "c1.3", "X-Legato-Token": "tok-c1" }); // the token proves it is ours
     http.event(1, welcome("c2"), "c2"); // the server could not resume: a new connection
     await until(() => http.posts.length === 3, "the rejoin");
     const [join] = http.posts[2].frames;

@@ -84,6 +84,13 @@ class Sse {
   }
 
   close() {
+    // Tell the server (it would otherwise keep the connection and its presence for its
+    // linger); `keepalive` lets the POST outlive a page that is being unloaded.
+    if (!this._gone && this.conn) {
+      const headers = { "X-Legato-Token": this._token };
+      this._fetch(this._url("/send", { conn: this.conn }), { method: "POST", headers, body: '[{"t":"close"}]', keepalive: true })
+        .catch(() => {});
+    }
     this._gone = 1;
     this._abort?.abort();
   }
@@ -104,7 +111,7 @@ class Sse {
 
   async _read() {
     const abort = (this._abort = new AbortController());
-    const headers = this._id ? { "Last-Event-ID": this._id } : {};
+    const headers = this._id ? { "Last-Event-ID": this._id, "X-Legato-Token": this._token } : {};
     try {
       const r = await this._fetch(this._url("/sse"), { headers, signal: abort.signal, cache: "no-store" });
       if (!r.ok) throw r.status;

@@ -79,7 +79,8 @@ class SseSocket(HTTPConnection):
         self.sent: deque[tuple[int, str]] = deque(maxlen=KEPT_FRAMES)
         self.inbox: asyncio.Queue[str | None] = asyncio.Queue(INBOX_LIMIT)
         self._changed = asyncio.Event()
-        self.streams = 0  # readers attached now (0 or 1)
+        self.streams = 0  # readers attached now (0 or 1: a resume takes over)
+        self.generation = 0  # which reader is the current one
         self.linger_handle: asyncio.TimerHandle | None = None
 
     @property
@@ -152,9 +153,11 @@ class SseSocket(HTTPConnection):
         server shuts down (``shutdown``, legato's server only) the stream ends with the
         reconnect advice and a close 1012, as a WebSocket does."""
         self.streams += 1
+        self.generation += 1
+        mine = self.generation
         try:
             yield b"retry: 1000\n\n"
-            while True:
+            while mine == self.generation:  # a resumed stream takes over from this one
                 batch = [(s, f) for s, f in self.sent if s > after]
                 if batch:
                     after = batch[-1][0]
@@ -215,9 +218,15 @@ class SseTransport:
         if last:
             conn_id, _, seq = last.partition(".")
             found = self.sockets.get(conn_id)
-            if found is not None and found.state is OPEN and found.streams == 0 and \
-                    seq.isdigit() and found.kept_after(int(seq)):
+            # The token (a secret of the connection's own; the id is not: presence
+            # shows it) proves the resume is the client's. A stream the server still
+            # thinks alive (it has not seen the drop yet) is taken over.
+            token = request.headers.get("x-legato-token", "")
+            if found is not None and found.state is OPEN and seq.isdigit() and \
+                    hmac.compare_digest(found.token, token) and found.kept_after(int(seq)):
                 sock, after = found, int(seq)
+                sock.generation += 1
+                sock._changed.set()  # the old reader wakes, sees it is replaced, ends
                 if sock.linger_handle is not None:
                     sock.linger_handle.cancel()
                     sock.linger_handle = None

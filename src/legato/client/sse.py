@@ -133,7 +133,9 @@ class SseConnection:
         fields = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache"),
                   *self._headers]
         if resume is not None:
-            fields.append(("Last-Event-ID", resume.last_event_id))
+            # The token proves the resume is ours (the server asks for it).
+            fields += [("Last-Event-ID", resume.last_event_id),
+                       ("X-Legato-Token", resume.token)]
         try:
             response = await self._stream.request("GET", f"{base}/sse", fields)
             if response.status != 200:
@@ -306,8 +308,12 @@ class SseConnection:
             except HttpFailure as exc:
                 http.abort()
                 self._poster = None
-                if reused and not exc.answered:
-                    continue  # the server had closed the idle connection: send again
+                if reused and not exc.answered and b'"t":"call"' not in body:
+                    # The server had closed the idle connection: send again. Not with a
+                    # call in it: the server may have run it (its outcome is unknown,
+                    # as after any drop); the rest is safe to repeat (publishes carry
+                    # their once key).
+                    continue
                 raise
             if response.status != 202:
                 raise HttpFailure(f"POST {target} answered {response.status}: "
