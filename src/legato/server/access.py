@@ -73,10 +73,14 @@ class WebSocketAccess:
         self.opened_at: float | None = None
         self.start_bytes: tuple[int, int] | None = None
 
-    def opened(self, subprotocol: str | None) -> None:
-        """The 101 is written: log the open, start the clock and the byte counts."""
+    def opened(self, subprotocol: str | None, response_size: int) -> None:
+        """The 101 is about to be written: log the open, start the clock and the byte
+        counts. Read before the write: once the 101 is out the peer may send at once,
+        and what it sends must count (the counters then stand at the end of the
+        request; the response is added to the bytes out)."""
         self.opened_at = self.loop.time()
-        self.start_bytes = socket_bytes(self.transport)
+        start = socket_bytes(self.transport)
+        self.start_bytes = None if start is None else (start[0], start[1] + response_size)
         access_logger.info('%s - "WebSocket %s" open subprotocol=%s', self.client,
                            self.target, escape_log(subprotocol) if subprotocol else "-")
 

@@ -295,9 +295,9 @@ class WebSocketSession:
         self.conn = accepted.connection(max_message_size=limit,
                                         hold_fail_close=self.config.ws_fail_grace > 0)
         self.phase = Phase.OPEN
-        self.http.write(response)
         if self.access is not None:
-            self.access.opened(subprotocol)
+            self.access.opened(subprotocol, len(response))
+        self.http.write(response)
         self._schedule_ping()
         rest, self._rest = self._rest, b""
         if rest:
