@@ -48,8 +48,23 @@ async def test_a_websocket_only_client_behind_that_proxy_is_refused_for_good(
         assert "not allowed" in caught.value.details["body"]
 
 
-def test_the_choice_falls_back_after_two_unreachable_attempts_or_one_http_refusal() -> None:
-    unreachable = ConnectError("cannot reach", permanent=False)
+def test_a_server_that_is_down_never_moves_the_client_to_sse() -> None:
+    """A restart: TCP refused, for the WebSocket and for SSE alike; that is no reason to
+    leave the WebSocket (bench/channels_reconnect.py saw clients end up on SSE)."""
+    down = ConnectError("cannot reach", permanent=False, reached=False)
+    choice = TransportChoice()
+    for _ in range(5):
+        assert choice.next() == "websocket" and not choice.failed("websocket", down)
+    assert not choice.fallen_back
+    fell = TransportChoice()  # fallen back for a good reason, then the server went down
+    fell.failed("websocket", ConnectError("403", permanent=True, status=403))
+    assert fell.next() == "sse"
+    fell.failed("sse", down)
+    assert fell.next() == "websocket"  # tried first when the server is back
+
+
+def test_the_choice_falls_back_after_two_unanswered_attempts_or_one_http_refusal() -> None:
+    unreachable = ConnectError("the upgrade was cut", permanent=False)
     choice = TransportChoice()
     assert choice.next() == "websocket" and not choice.failed("websocket", unreachable)
     assert choice.next() == "websocket" and choice.failed("websocket", unreachable)

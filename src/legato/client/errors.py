@@ -90,7 +90,7 @@ class ConnectError(ChannelError):
     ``status`` is the HTTP status when the server answered with one."""
 
     def __init__(self, message: str, *, permanent: bool, status: int | None = None,
-                 body: bytes = b"") -> None:
+                 body: bytes = b"", reached: bool = True) -> None:
         details: dict[str, Any] = {}
         if status is not None:
             details["status"] = status
@@ -98,3 +98,6 @@ class ConnectError(ChannelError):
         super().__init__(REFUSED if permanent else UNREACHABLE, message, details or None)
         self.permanent = permanent
         self.status = status
+        #: False when not even a TCP connection was made (refused, no route): the
+        #: server is down or restarting, which says nothing about WebSocket vs SSE.
+        self.reached = reached

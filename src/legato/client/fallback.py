@@ -10,9 +10,10 @@ transport"), as a small state machine without I/O.
 
 An HTTP answer that is not a 101 (a proxy's 403 or 502 to the upgrade, a server without
 the channels endpoint) says at once that something speaks HTTP there but not WebSocket;
-a refused or timed-out TCP connect may just be a server restarting, so it takes
-FALLBACK_AFTER of them (over SSE the same server would be just as unreachable, and the
-client keeps trying both).
+attempts that reached the server but never `welcome` (an upgrade that hangs or is cut)
+take FALLBACK_AFTER in a row. A TCP connect that fails (refused, no route) does not
+count: the server is down or restarting, which says nothing about WebSocket vs SSE;
+an SSE attempt that cannot connect either sends the client back to the WebSocket.
 """
 
 from __future__ import annotations
@@ -69,8 +70,17 @@ class TransportChoice:
     def failed(self, kind: TransportName, error: BaseException) -> bool:
         """Count a failed attempt; True when the client just switched to SSE (so the
         next attempt should not wait out a backoff delay)."""
-        if kind != "websocket" or self.setting != "auto":
+        if self.setting != "auto":
             return False
+        unreached = isinstance(error, ConnectError) and not error.reached
+        if kind == "sse":
+            if unreached and self.fallen_back:
+                # Not even TCP: the server is down (restarting), not WebSocket blocked;
+                # the WebSocket is tried again first when it is back.
+                self.fallen_back, self._ws_failures = False, 0
+            return False
+        if unreached:
+            return False  # a server down says nothing about WebSocket vs SSE
         self._ws_failures += 1
         if self.fallen_back:
             return False

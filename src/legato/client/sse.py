@@ -120,7 +120,8 @@ class SseConnection:
         try:
             stream = await HttpConnection.open(host, port, host_header, context)
         except OSError as exc:
-            raise ConnectError(f"cannot reach {host}:{port}: {exc}", permanent=False) from exc
+            raise ConnectError(f"cannot reach {host}:{port}: {exc}", permanent=False,
+                               reached=False) from exc
         self = cls(stream, url, extra, context, max_message_size)
         try:
             await self._open(base, resume)

@@ -104,7 +104,8 @@ class WebSocket:
             reader, writer = await asyncio.open_connection(
                 host, port, ssl=context, server_hostname=host if context is not None else None)
         except OSError as exc:
-            raise ConnectError(f"cannot reach {host}:{port}: {exc}", permanent=False) from exc
+            raise ConnectError(f"cannot reach {host}:{port}: {exc}", permanent=False,
+                               reached=False) from exc
         try:
             writer.write(handshake.request())
             conn = await cls._read_answer(reader, handshake)
