@@ -56,6 +56,20 @@ async def test_an_sse_client_and_a_websocket_client_see_each_others_presence_and
             assert [m.id for m in await next_messages(topic, 2)] == ids
 
 
+async def test_closing_an_sse_client_tells_the_server_so_its_presence_leaves_at_once(
+        live: str, room: str) -> None:
+    async with Client(live) as bob:
+        bob_room = await bob.join(room, data={"name": "bob"})
+        left = asyncio.Event()
+        bob_room.on_presence(lambda e: left.set() if e.kind == "left" else None)
+        ann = Client(live, transport="sse")
+        await ann.connect()
+        await ann.join(room, data={"name": "ann"})
+        await ann.close()
+        await asyncio.wait_for(left.wait(), 5)  # not after the server's 30 s linger
+        assert [m.data for m in await bob_room.presence()] == [{"name": "bob"}]
+
+
 async def test_many_publishes_at_once_go_up_in_batches_of_at_most_100_in_order(
         live: str, room: str) -> None:
     """250 publishes made together: while one POST is out the next ones wait and leave

@@ -64,6 +64,10 @@ class SseResume:
     deadline: float
 
 
+#: Close POSTs on their way (kept referenced until done).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 def sse_base(url: str) -> tuple[str, str, int, str, bool]:
     """(host, Host header, port, base path, tls) of a ws:// or wss:// channel URL:
     ``ws://h/_legato/ws`` gives the base ``/_legato`` (the SSE paths are beside ``ws``)."""
@@ -94,6 +98,7 @@ class SseConnection:
         self._probe: asyncio.Task[None] | None = None
         self._ended = False
         self._resumable = True
+        self._closing_sent = False
         self.conn: str | None = None
         self.token: str | None = None
         #: True when this stream continued an earlier one (no welcome).
@@ -179,15 +184,19 @@ class SseConnection:
         """One ``ping`` POSTed on the connection being resumed, on a connection of its
         own: if the server no longer has it (404, or lost in the hub) the new stream
         starts with ``welcome`` anyway, so the answer does not matter."""
+        await self._post_alone(resume.conn, resume.token, b'{"t":"ping"}')
+
+    async def _post_alone(self, conn: str, token: str, body: bytes) -> None:
+        """POST one body on an HTTP connection of its own; failures only logged."""
         http = None
         try:
             http = await HttpConnection.open(self._host, self._port,
                                              self._stream.host_header, self._ssl)
-            await http.request("POST", self._send_target(resume.conn),
-                               self._post_fields(resume.token), b'{"t":"ping"}')
+            await http.request("POST", self._send_target(conn),
+                               self._post_fields(token), body)
             await http.read_body(MAX_POST_ANSWER)
-        except OSError as exc:
-            logger.debug("channel client: the resume probe failed: %s", exc)
+        except (OSError, HttpFailure) as exc:
+            logger.debug("channel client: a POST of its own failed: %s", exc)
         finally:
             if http is not None:
                 http.close()
@@ -332,7 +341,14 @@ class SseConnection:
         self.abort()
 
     def start_close(self, code: int = 1000, reason: str = "") -> None:
-        """``close()``: legato.v1 has no close frame over POST; drop the stream."""
+        """``close()``: ``{"t": "close"}`` goes up (the server ends the connection and
+        its presence now, not after its linger), then the stream is dropped."""
+        if self.conn is not None and self.token is not None and not self._closing_sent:
+            self._closing_sent = True
+            task = asyncio.get_running_loop().create_task(
+                self._post_alone(self.conn, self.token, b'[{"t":"close"}]'))
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
         self._resumable = False
         self._end(code, reason)
         self.abort()
