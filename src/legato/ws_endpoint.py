@@ -113,7 +113,12 @@ class WebSocketEndpoint:
             logger.info("closing WebSocket %s: %s", ws.path, exc)
             await ws.ensure_closed(exc.close_code, _short(str(exc)))
         except WebSocketDisconnect as exc:
-            if not is_caught(exc.code, ws.caught_close_codes):
+            if exc.code == 1006 and not is_caught(exc.code, ws.caught_close_codes):
+                # A peer that vanished (no closing handshake) is normal on the web: the
+                # handler learned it from the exception; no error, no traceback.
+                logger.debug("WebSocket %s: the peer went away without a Close (1006)",
+                             ws.path)
+            elif not is_caught(exc.code, ws.caught_close_codes):
                 raise
         except BaseException as exc:
             if isinstance(exc, Exception):
