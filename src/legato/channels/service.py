@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import jsoncodec
 from ..exceptions import HTTPError
 from .calls import Hook
-from .connection import ChannelConnection
+from .connection import OVERLOADED, ChannelConnection
 from .registry import Channel, Registry, Rpc
 
 if TYPE_CHECKING:
@@ -84,17 +84,25 @@ class Channels:
         self.sse = SseTransport(self)
         self.sse.mount()
 
-    def hook(self, func: Callable[..., Any], channel: Channel) -> Hook:
+    def hook(self, func: Callable[..., Any], channel: Channel | None = None) -> Hook:
+        """The hook made ready to call (once per function): a channel's hooks take its
+        placeholders, an rpc's (no channel) none."""
         hook = self._hooks.get(func)
         if hook is None:
-            hook = self._hooks[func] = Hook(func, channel.topic.names)
+            names = channel.topic.names if channel is not None else None
+            hook = self._hooks[func] = Hook(func, names)
         return hook
 
-    def rpc_hook(self, rpc: Rpc) -> Hook:
-        hook = self._hooks.get(rpc.func)
-        if hook is None:
-            hook = self._hooks[rpc.func] = Hook(rpc.func)
-        return hook
+    def admit(self) -> bool:
+        """A new connection, over either transport: False past ``max_connections``
+        (the caller advises and closes with 1013); else the hub is set up for the
+        channels (their history, the outage listener) if it is not yet."""
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            return False
+        if len(self._configured) < len(self.registry.channels):
+            self._configure_hub()
+        self._listen_to_hub()
+        return True
 
     def _listen_to_hub(self) -> None:
         if not self._listening:
@@ -133,9 +141,11 @@ class Channels:
     def _configure_hub(self) -> None:
         """Each channel's history, set once on the hub for its topics' prefix."""
         for channel in self.registry.channels:
-            if channel.history is None or channel.pattern in self._configured:
+            if channel.pattern in self._configured:
                 continue
             self._configured.add(channel.pattern)
+            if channel.history is None:
+                continue
             names = channel.topic.names
             static = channel.pattern.split("{", 1)[0] if names else channel.pattern
             self.app.hub.configure(static + "*" if names else static, history=channel.history)
@@ -147,12 +157,10 @@ class Channels:
             raise HTTPError(400, f"this endpoint speaks the {SUBPROTOCOL} subprotocol: "
                                  f"offer it in Sec-WebSocket-Protocol")
         await ws.accept(SUBPROTOCOL)
-        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+        if not self.admit():
             await ws.send(self.advice("overload"))
-            await ws.close(1013, "too many connections: try again later")
+            await ws.close(1013, OVERLOADED)
             return
-        self._configure_hub()
-        self._listen_to_hub()
         conn = ChannelConnection(self, ws)
         session = getattr(ws, "_session", None)
         if session is not None:  # legato's server: advice before the shutdown close
@@ -187,7 +195,8 @@ _SOURCE: bytes | None = None
 
 
 def _client_source() -> bytes:
-    """The browser client (clients/js/legato.js, packaged as legato/channels/client.js)."""
+    """The browser client. This file is its one source: clients/js/legato.js (the JS
+    package, with its tests) is a link to it."""
     global _SOURCE
     if _SOURCE is None:
         _SOURCE = resources.files(__package__).joinpath("client.js").read_bytes()
