@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -202,30 +203,32 @@ def generator_main(args: list[str]) -> None:
 
 
 def free_port() -> int:
-    import socket  # noqa: PLC0415
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def legato_run(workdir: Path, target: str, port: int, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+    """``legato run target`` on CPU 1, once it accepts connections."""
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "legato", "run",
-         "bench_channels_app:app", "--port", str(port)],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket  # noqa: PLC0415
-
+        ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "legato", "run", target,
+         "--port", str(port)], cwd=workdir, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
+            return proc
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.01)
     proc.kill()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError(f"legato run {target} did not start")
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    return legato_run(workdir, "bench_channels_app:app", port), port
 
 
 def cpu_busy() -> tuple[float, float]:

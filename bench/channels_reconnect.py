@@ -22,13 +22,13 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from channels import free_port, legato_run
 
 APP = '''
 import os
@@ -42,28 +42,11 @@ app.channel("room:{id}", history=10)
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(workdir: Path, port: int, jitter: str | None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     if jitter:
         env["JITTER"] = jitter
-    proc = subprocess.Popen(
-        ["taskset", "-c", "1", sys.executable, "-m", "legato", "run", "storm_app:app",
-         "--port", str(port)], cwd=workdir, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError("server did not start")
+    return legato_run(workdir, "storm_app:app", port, env)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -48,6 +48,8 @@ def _start(coro: Any) -> asyncio.Task[None]:
 PRESENCE_PREFIX = "~presence:"
 #: How long a publish's ``once`` key is remembered, seconds.
 ONCE_TTL = 300.0
+#: The reason of the 1013 close past ``channels_max_connections`` (both transports).
+OVERLOADED = "too many connections: try again later"
 MAX_TOPICS = 1000
 MAX_CALLS = 64
 DEFAULT_CALL_TIMEOUT = 30.0
@@ -178,8 +180,8 @@ class ChannelConnection:
         assert isinstance(topic, str)
         return topic
 
-    async def _authorized(self, channel: Channel, params: dict[str, str], ctx: Context,
-                          action: str, topic: str, data: Any, message: Any = None) -> None:
+    async def _authorized(self, channel: Channel, ctx: Context, action: str, topic: str,
+                          data: Any, message: Any = None) -> None:
         if channel.authorizer is None:
             return
         allowed = await self.service.hook(channel.authorizer, channel)(
@@ -203,7 +205,7 @@ class ChannelConnection:
         if since is not None and not isinstance(since, str) or \
                 epoch is not None and not isinstance(epoch, str):
             raise ChannelError("invalid", "since and epoch are strings")
-        await self._authorized(channel, params, ctx, "join", topic, data)
+        await self._authorized(channel, ctx, "join", topic, data)
         info = None
         if channel.join_hook is not None:
             info = dump_value(await self.service.hook(channel.join_hook, channel)(
@@ -290,7 +292,7 @@ class ChannelConnection:
         channel, data = joined.channel, frame.get("data")
         ctx.path_params = joined.params
         message = channel.validate(data) if channel.validate is not None else data
-        await self._authorized(channel, joined.params, ctx, "publish", topic, data, message)
+        await self._authorized(channel, ctx, "publish", topic, data, message)
         if channel.publish_hook is not None:
             changed = await self.service.hook(channel.publish_hook, channel)(
                 ctx, topic=topic, action="publish", data=data, message=message,
@@ -343,7 +345,7 @@ class ChannelConnection:
             seconds = min(timeout / 1000, MAX_CALL_TIMEOUT)
         else:
             raise ChannelError("invalid", "timeout is a positive number of milliseconds")
-        hook = self.service.rpc_hook(rpc)
+        hook = self.service.hook(rpc.func)
         try:
             if _timeout is not None:  # 3.11+: no second task per call (wait_for's)
                 async with _timeout(seconds):

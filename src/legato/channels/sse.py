@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .. import jsoncodec
 from ..exceptions import HTTPError, WebSocketDisconnect
 from ..scope import HTTPConnection
-from .connection import ChannelConnection
+from .connection import OVERLOADED, ChannelConnection
 
 if TYPE_CHECKING:
     from .service import Channels
@@ -232,12 +232,8 @@ class SseTransport:
                     sock.linger_handle = None
         resumed = sock is not None
         if sock is None:
-            service = self.service
-            if service.max_connections is not None and \
-                    len(service.connections) >= service.max_connections:
+            if not self.service.admit():
                 return StreamingResponse(self._overloaded(), media_type="text/event-stream")
-            service._configure_hub()
-            service._listen_to_hub()
             sock = await self._open(request.scope)
         shutdown = request.scope.get("extensions", {}).get("legato.shutdown")
         return StreamingResponse(self._watched(sock, after, shutdown, resumed),
@@ -249,8 +245,7 @@ class SseTransport:
     async def _overloaded(self) -> AsyncIterator[bytes]:
         """As over the WebSocket: the advice, then a close with 1013."""
         advice = self.service.advice("overload")
-        close = jsoncodec.dumps_str({"t": "close", "code": 1013,
-                                     "reason": "too many connections: try again later"})
+        close = jsoncodec.dumps_str({"t": "close", "code": 1013, "reason": OVERLOADED})
         yield f"data: {advice}\n\ndata: {close}\n\n".encode()
 
     async def _run_websocket_hooks(self, request: Any) -> None:
