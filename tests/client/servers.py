@@ -141,73 +141,6 @@ class RedisProcess:
             proc.wait()
 
 
-class StallingProxy:
-    """Forwards 127.0.0.1:<port> to a server; :meth:`stall` stops forwarding on the
-    connections open now (both ways), as a dead link or half-open TCP does."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.stalled = False
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._stalled_pipes: list[tuple[asyncio.Event, asyncio.Event]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> StallingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def stall(self, upstream: bool = True) -> None:
-        """Stop forwarding on every connection open now (server to client; also client
-        to server when ``upstream``); new connections forward."""
-        for gates in self._stalled_pipes:
-            gates[1].set()
-            if upstream:
-                gates[0].set()
-
-    def drop(self) -> None:
-        """Abort every connection open now (both ends see a reset)."""
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                      ) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        gates = (asyncio.Event(), asyncio.Event())  # (upstream, downstream)
-        self._stalled_pipes.append(gates)
-        for src, dst, gate in ((reader, up_writer, gates[0]), (up_reader, writer, gates[1])):
-            task = asyncio.ensure_future(self._pipe(src, dst, gate))
-            self._tasks.add(task)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    gate: asyncio.Event) -> None:
-        with suppress(OSError):
-            while True:
-                data = await src.read(65536)
-                if gate.is_set():
-                    await asyncio.Event().wait()  # swallow: nothing gets through any more
-                if not data:
-                    dst.close()
-                    return
-                dst.write(data)
-
-
 class _Proxy:
     """A TCP proxy on 127.0.0.1:<port>: subclasses pick the upstream per connection."""
 
@@ -250,6 +183,56 @@ class _Proxy:
                 dst.write(data)
         with suppress(OSError):
             dst.close()
+
+
+class StallingProxy(_Proxy):
+    """Forwards 127.0.0.1:<port> to a server; :meth:`stall` stops forwarding on the
+    connections open now (both ways), as a dead link or half-open TCP does."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__()
+        self.target_port = target_port
+        self.stalled = False
+        self.connections = 0
+        self._stalled_pipes: list[tuple[asyncio.Event, asyncio.Event]] = []
+
+    def stall(self, upstream: bool = True) -> None:
+        """Stop forwarding on every connection open now (server to client; also client
+        to server when ``upstream``); new connections forward."""
+        for gates in self._stalled_pipes:
+            gates[1].set()
+            if upstream:
+                gates[0].set()
+
+    def drop(self) -> None:
+        """Abort every connection open now (both ends see a reset)."""
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        gates = (asyncio.Event(), asyncio.Event())  # (upstream, downstream)
+        self._stalled_pipes.append(gates)
+        for src, dst, gate in ((reader, up_writer, gates[0]), (up_reader, writer, gates[1])):
+            task = asyncio.ensure_future(self._gated_pipe(src, dst, gate))
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _gated_pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                          gate: asyncio.Event) -> None:
+        with suppress(OSError):
+            while True:
+                data = await src.read(65536)
+                if gate.is_set():
+                    await asyncio.Event().wait()  # swallow: nothing gets through any more
+                if not data:
+                    dst.close()
+                    return
+                dst.write(data)
 
 
 class UpgradeRefusingProxy(_Proxy):
