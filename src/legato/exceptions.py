@@ -51,10 +51,9 @@ turns into an HTTP response and a client into a failed connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .hub.backend import Gap
+from .status import STATUS_PHRASES
 
 __all__ = [
     "LegatoError",
@@ -208,8 +207,6 @@ class HTTPError(LegatoError):
         if status_code is not None:
             self.status_code = int(status_code)
         if detail is None:
-            from .protocol.http import STATUS_PHRASES  # noqa: PLC0415 - avoid a cycle
-
             detail = STATUS_PHRASES.get(self.status_code, "Error")
         self.detail = detail
         self.headers: dict[str, str] = dict(headers or {})
@@ -330,6 +327,20 @@ class InvalidMessage(LegatoError, ValueError):
             self.close_code = close_code
 
 
+class _Gap(Protocol):
+    """What HistoryGap needs of ``legato.hub.Gap`` (the hub, above this module, makes
+    it: the exceptions import nothing of legato's)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def since(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def first_kept(self) -> str | None: ...
+
+
 class HistoryGap(LegatoError):
     """A client resumed with ``since=`` and the topic's kept history cannot give it all
     it missed (P5): raised by ``hub.subscribe(..., on_gap="raise")`` before anything is
@@ -339,7 +350,7 @@ class HistoryGap(LegatoError):
     "trimmed", "lost" or "future", ``first_kept``). The connection is not subscribed.
     """
 
-    def __init__(self, gap: Gap) -> None:
+    def __init__(self, gap: _Gap) -> None:
         super().__init__(f"history of {gap.topic!r} does not reach back to since="
                          f"{gap.since!r} ({gap.reason}): messages may be missing")
         self.gap = gap
