@@ -97,6 +97,13 @@ SERVERS: dict[str, list[str]] = {
     "tremolo": [PY, "tremolo_app.py", "{port}"],
     "picows": [PY, "picows_app.py", "{port}"],
 }
+#: ``LEGATO_BASELINE=<the src folder of another legato checkout>`` adds that checkout's
+#: servers as "legato@base" and "legato-app@base": a before/after table of a change in
+#: one run (``bench/paired.py --pair legato-app@base,legato-app``).
+_BASELINE_SRC = os.environ.get("LEGATO_BASELINE")
+if _BASELINE_SRC:
+    for _name in ("legato", "legato-app"):
+        SERVERS[f"{_name}@base"] = ["env", f"PYTHONPATH={_BASELINE_SRC}", *SERVERS[_name]]
 PACKAGES = ["legato", "uvicorn", "starlette", "aiohttp", "websockets", "tremolo", "picows",
             "uvloop", "httptools"]
 

@@ -12,17 +12,19 @@ import dataclasses
 import inspect
 import logging
 import sys
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
 from .exceptions import HTTPError, MethodNotAllowed, NotFound
 from .annotations import caller_namespace, check_deferred, check_registered, hints_of
-from .params import BY_NAME, Param, Plan, build_plan, is_model_type, unwrap_optional
+from .exception_handlers import ExceptionHandlers
+from .params import BY_NAME, Plan, is_model_type, unwrap_optional
+from .plans import Plans
 from .providers import Context, Providers, call_plan
+from .responses import traceback_text
 from .routing import Mount, Route, Router, WebSocketOptions
-from .http_endpoint import respond_error, serve_http
-from .scope import HTTPConnection, route_path
+from .http_endpoint import HttpEndpoint
+from .scope import route_path
 from .ws_endpoint import WebSocketEndpoint
 
 __all__ = ["App"]
@@ -71,7 +73,6 @@ class App:
                  channels_reconnect_jitter: float | None = None,
                  channels_max_connections: int | None = None) -> None:
         self.websocket_enabled = websocket
-        self.debug = debug
         self.docs = docs
         self.title = title
         self.version = version
@@ -93,19 +94,20 @@ class App:
         #: Set when legato's server took the App's settings (configure_server).
         self._on_legato_server = False
         self.router = Router()
-        self.providers = Providers()
+        self.providers = Providers(self)
+        #: Compiled call plans of handlers, hooks and callbacks (plans.py).
+        self.plans = Plans(self.providers)
         self.http_hooks: list[Callable[..., Any]] = []
         self.websocket_hooks: list[Callable[..., Any]] = []
         self.after_hooks: list[Callable[..., Any]] = []
         self.startup_hooks: list[Callable[..., Any]] = []
         self.shutdown_hooks: list[Callable[..., Any]] = []
-        self.exception_handlers: list[tuple[type[BaseException], Callable[..., Any]]] = []
-        self._plans: dict[Any, Plan] = {}
         #: Functions registered while an annotation named something not defined yet
         #: (a forward reference?): checked again at startup (annotations.py).
         self._unresolved: list[tuple[Callable[..., Any], str, tuple[str, ...], Any]] = []
         self._settings: dict[int, WebSocketOptions] = {}
         self._endpoints: dict[Route, WebSocketEndpoint] = {}
+        self._http_endpoints: dict[Route, HttpEndpoint] = {}
         self.sessions: Any = None
         if secret_key is not None:
             from .sessions import SessionCodec  # noqa: PLC0415 - needs itsdangerous
@@ -113,6 +115,9 @@ class App:
             self.sessions = SessionCodec(secret_key, cookie_name=session_cookie,
                                          max_age=session_max_age,
                                          https_only=https_only_session)
+        #: ``@app.exception_handler`` handlers and what an error becomes (with ``debug``).
+        self.errors = ExceptionHandlers(self.plans, self.sessions, debug=debug)
+        self.exception_handlers = self.errors.handlers
         if docs:
             self.route("/asyncapi.json", name="asyncapi")(self._asyncapi_endpoint)
         #: P7 counters, or None (the default: counting costs a little per message).
@@ -265,8 +270,7 @@ class App:
             self._check_annotations(f, "provider")
             self.providers.add(f, name, scope)
             # Plans made earlier may have taken this name as a query parameter.
-            self._plans.clear()
-            self._endpoints.clear()
+            self._forget_endpoints()
             return f
 
         return register(func) if func is not None else register
@@ -352,24 +356,30 @@ class App:
             # string converts to (``when: datetime``) fails startup, not a request.
             self.plan_for(route)
 
+    @property
+    def debug(self) -> bool:
+        """Traceback pages and denials (H6); ``app.run(debug=True)`` sets it."""
+        return self.errors.debug
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        self.errors.debug = value
+        self._endpoints.clear()  # WebSocket endpoints hold it
+
     def plan_for(self, route: Route) -> Plan:
-        plan = self._plans.get(route)
-        if plan is None:
-            names = {n: route.pattern.types.get(n, "str") for n in route.pattern.names}
-            plan = build_plan(route.endpoint, path_names=names,
-                              providers=self.providers.by_name, http=route.http)
-            self._plans[route] = plan
-        return plan
+        return self.plans.for_route(route)
 
     def plan_for_callable(self, func: Callable[..., Any], extras: tuple[str, ...] = ()
                           ) -> Plan:
-        key = (func, extras)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = build_plan(func, providers=self.providers.by_name, extras=extras,
-                              http=False)
-            self._plans[key] = plan
-        return plan
+        return self.plans.for_callable(func, extras)
+
+    def _forget_endpoints(self) -> None:
+        """Plans, settings and endpoints made so far are made again on first use (a
+        provider was added, the server's settings were taken)."""
+        self.plans.clear()
+        self._settings.clear()
+        self._endpoints.clear()
+        self._http_endpoints.clear()
 
     def websocket_settings(self, route: Route) -> WebSocketOptions:
         """The route's options with the App's defaults filled in."""
@@ -395,33 +405,35 @@ class App:
         """The route made ready to serve connections (made on first use)."""
         endpoint = self._endpoints.get(route)
         if endpoint is None:
-            endpoint = self._endpoints[route] = WebSocketEndpoint(self, route)
+            metrics = self.metrics.route(route.path) if self.metrics is not None else None
+            endpoint = self._endpoints[route] = WebSocketEndpoint(
+                route, self.websocket_settings(route), self.plans,
+                hooks=self.websocket_hooks, sessions=self.sessions, debug=self.debug,
+                metrics=metrics, hub=self._made_hub)
         return endpoint
 
-    async def _read_model(self, request: Any, param: Param) -> Any:
-        from .exceptions import InvalidMessage, UnprocessableEntity  # noqa: PLC0415
-        from .typed import validator_for  # noqa: PLC0415
+    def _http_endpoint(self, route: Route) -> HttpEndpoint:
+        endpoint = self._http_endpoints.get(route)
+        if endpoint is None:
+            endpoint = self._http_endpoints[route] = HttpEndpoint(
+                route, self.plans, before=self.http_hooks, after=self.after_hooks,
+                errors=self.errors, sessions=self.sessions, metrics=self.metrics,
+                max_body_size=self.max_body_size)
+        return endpoint
 
-        data = await request.json()
-        try:
-            return validator_for(param.annotation)(data)
-        except InvalidMessage as exc:
-            raise UnprocessableEntity({"detail": str(exc), "errors": exc.errors}) from None
+    def _made_hub(self) -> Any:
+        """The hub if it was made (None: nothing was ever subscribed)."""
+        return self._hub
 
     def load_session(self, scope: dict[str, Any]) -> None:
-        if self.sessions is not None and "session" not in scope:
-            scope["session"] = self.sessions.load(HTTPConnection(scope).cookies)
+        if self.sessions is not None:
+            self.sessions.load_into(scope)
 
     def session_headers(self, scope: dict[str, Any]) -> list[tuple[str, str]]:
-        session = scope.get("session")
-        if self.sessions is None or session is None:
-            return []
-        secure = scope.get("scheme") in ("https", "wss")
-        value = self.sessions.set_cookie_header(session, secure)
-        return [("set-cookie", value)] if value else []
+        return self.sessions.headers_for(scope) if self.sessions is not None else []
 
     def debug_text(self, exc: BaseException) -> str:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return traceback_text(exc)
 
     # ---------------------------------------------------------------------- ASGI
 
@@ -478,7 +490,7 @@ class App:
 
         match = self.router.match_http(route_path(scope), scope["method"])
         if match.route is not None:
-            await serve_http(self, match.route, match.params, scope, receive, send)
+            await self._http_endpoint(match.route).serve(scope, receive, send, match.params)
             return
         if match.mount is not None:
             await match.mount.app(_child_scope(scope, match.mount, match.subpath),
@@ -491,7 +503,7 @@ class App:
             exc = NotFound()
         request = Request(scope, receive)
         self.load_session(scope)
-        response = await respond_error(self, request, exc)
+        response = await self.errors.respond(request, exc)
         assert response is not None
         await response(scope, receive, send)
 
@@ -561,14 +573,14 @@ class App:
                            "this server keeps its own keepalive settings (uvicorn: "
                            "--ws-ping-interval, --ws-ping-timeout)")
         self._check_unresolved()
-        ctx = Context(self, {"type": "lifespan", "app": self})
+        ctx = Context(self.providers, {"type": "lifespan", "app": self})
         await self.hub.start()  # first: startup hooks may publish
         for hook in self.startup_hooks:
             await call_plan(self.plan_for_callable(hook), ctx)
         await self.providers.startup(ctx)
 
     async def shutdown(self) -> None:
-        ctx = Context(self, {"type": "lifespan", "app": self})
+        ctx = Context(self.providers, {"type": "lifespan", "app": self})
         try:
             for hook in self.shutdown_hooks:
                 await call_plan(self.plan_for_callable(hook), ctx)
@@ -583,7 +595,12 @@ class App:
         """An AsyncAPI 3 document of the WebSocket routes (W17)."""
         from .asyncapi import build_document  # noqa: PLC0415
 
-        return build_document(self)
+        routes = [(r, self.websocket_settings(r)) for r in self.router.websocket_routes()]
+        channels = self._channels
+        if channels is None:
+            return build_document(self.title, self.version, routes)
+        return build_document(self.title, self.version, routes, channels.registry,
+                              channels.path)
 
     async def _asyncapi_endpoint(self) -> dict[str, Any]:
         return self.asyncapi()
@@ -592,7 +609,7 @@ class App:
         from .metrics import render  # noqa: PLC0415
         from .responses import PlainTextResponse  # noqa: PLC0415
 
-        return PlainTextResponse(render(self),
+        return PlainTextResponse(render(self.metrics, self._hub),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # --------------------------------------------------------------------- S1
@@ -671,8 +688,7 @@ class App:
                                name, theirs)
             setattr(config, name, mine)
         # Routes made ready before now took the App's old defaults.
-        self._settings.clear()
-        self._endpoints.clear()
+        self._forget_endpoints()
 
     def _import_target(self) -> str:
         """``module:attribute`` naming this App, for worker processes to import."""

@@ -15,27 +15,32 @@ they publish. Each rpc is a ``receive`` operation on the endpoint with its ``rep
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
+from .annotations import hints_of
+from .channels.registry import Registry
+from .params import is_model_type
+from .routing import Route, WebSocketOptions
 from .typed import json_schema
-
-if TYPE_CHECKING:
-    from .app import App
-    from .routing import Route
 
 __all__ = ["build_document"]
 
 _TYPED_PARAM = re.compile(r"{(\w+):\w+}")
 
 
-def build_document(app: App) -> dict[str, Any]:
+def build_document(title: str, version: str,
+                   routes: Iterable[tuple[Route, WebSocketOptions]],
+                   declared: Registry | None = None, endpoint_path: str = "") -> dict[str, Any]:
+    """The document: ``routes`` are the WebSocket routes with their settings (the App's
+    defaults filled in); ``declared`` the channels and rpcs, joined over
+    ``{endpoint_path}/ws``."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
-    for route in app.router.websocket_routes():
+    for route, settings in routes:
         channel_id = _identifier(route.name or route.path, channels)
-        settings = app.websocket_settings(route)
         # AsyncAPI addresses use plain {name} expressions (no legato pattern types).
         address = _TYPED_PARAM.sub(r"{\1}", route.path)
         channel: dict[str, Any] = {"address": address, "messages": {}}
@@ -59,11 +64,11 @@ def build_document(app: App) -> dict[str, Any]:
                 "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}],
             }
         channels[channel_id] = channel
-    if app._channels is not None:
-        _describe_channels(app, channels, operations, messages, schemas)
+    if declared is not None:
+        _describe_channels(declared, endpoint_path, channels, operations, messages, schemas)
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": app.title, "version": app.version},
+        "info": {"title": title, "version": version},
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
@@ -71,15 +76,15 @@ def build_document(app: App) -> dict[str, Any]:
     }
 
 
-def _describe_channels(app: App, channels: dict[str, Any], operations: dict[str, Any],
-                       messages: dict[str, Any], schemas: dict[str, Any]) -> None:
-    service = app._channels
+def _describe_channels(registry: Registry, path: str, channels: dict[str, Any],
+                       operations: dict[str, Any], messages: dict[str, Any],
+                       schemas: dict[str, Any]) -> None:
     endpoint = "legato-channels"
     if endpoint in channels:
         channels[endpoint]["description"] = (
             "The legato.v1 channel protocol (subprotocol legato.v1): JSON frames, see "
             "docs/channels.md. The channels below are topics reached through it.")
-    for declared in service.registry.channels:
+    for declared in registry.channels:
         channel_id = _identifier(declared.pattern, channels)
         data = _hoist(json_schema(declared.message or "json"), schemas)
         envelope = {"type": "object", "required": ["topic", "id", "data"], "properties": {
@@ -87,7 +92,7 @@ def _describe_channels(app: App, channels: dict[str, Any], operations: dict[str,
         channel: dict[str, Any] = {
             "address": declared.pattern, "messages": {},
             "description": "A legato.v1 channel: join it over "
-                           f"{service.path}/ws" + (" (with presence)" if declared.presence
+                           f"{path}/ws" + (" (with presence)" if declared.presence
                                                     else "")}
         if declared.summary:
             channel["summary"] = declared.summary
@@ -103,9 +108,9 @@ def _describe_channels(app: App, channels: dict[str, Any], operations: dict[str,
                 "action": action, "channel": {"$ref": f"#/channels/{channel_id}"},
                 "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}]}
         channels[channel_id] = channel
-    if not service.registry.rpcs or endpoint not in channels:
+    if not registry.rpcs or endpoint not in channels:
         return
-    for name, rpc in service.registry.rpcs.items():
+    for name, rpc in registry.rpcs.items():
         message_id = _identifier(f"rpc.{name}", messages)
         request, answer = _rpc_types(rpc.func)
         messages[message_id] = {"name": message_id, "contentType": "application/json",
@@ -127,9 +132,6 @@ def _describe_channels(app: App, channels: dict[str, Any], operations: dict[str,
 
 def _rpc_types(func: Any) -> tuple[Any, Any]:
     """The model an rpc validates its data into ("json" if none), and its return type."""
-    from .annotations import hints_of  # noqa: PLC0415
-    from .params import is_model_type  # noqa: PLC0415
-
     resolved = hints_of(func).resolved
     request = next((a for n, a in resolved.items() if n != "return" and is_model_type(a)),
                    "json")

@@ -15,10 +15,7 @@ is not counted there but in ``legato_hub_dropped_total``.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .app import App
+from typing import Any
 
 __all__ = ["RouteMetrics", "Metrics", "render"]
 
@@ -67,9 +64,9 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(app: App) -> str:
-    """The Prometheus text exposition (format 0.0.4)."""
-    metrics: Metrics = app.metrics
+def render(metrics: Metrics, hub: Any = None) -> str:
+    """The Prometheus text exposition (format 0.0.4) of ``metrics`` and, when the App
+    has made one, its ``hub``'s gauges (``queued_by_route()``, ``stats()``)."""
     lines: list[str] = []
 
     def family(name: str, kind: str, helptext: str, samples: list[tuple[str, Any]]) -> None:
@@ -97,7 +94,6 @@ def render(app: App) -> str:
     family("legato_http_requests_total", "counter", "HTTP requests by route and status",
            [(f'{{route="{_label(p)}",status="{s}"}}', n)
             for (p, s), n in sorted(metrics.http_requests.items())])
-    hub = app._hub
     if hub is not None:
         waiting = hub.queued_by_route()
         family("legato_websocket_hub_queued", "gauge",

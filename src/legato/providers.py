@@ -16,7 +16,9 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from .exceptions import InvalidMessage, UnprocessableEntity
 from .params import EMPTY, Kind, Param, Plan, build_plan, convert
+from .typed import validator_for
 
 if TYPE_CHECKING:
     from .requests import Request
@@ -36,9 +38,14 @@ class Provider:
 
 
 class Providers:
-    """The App's providers and the values and teardowns of the app-scoped ones."""
+    """The App's providers and the values and teardowns of the app-scoped ones.
 
-    def __init__(self) -> None:
+    ``app`` is the value a parameter named ``app`` receives (the App that made this):
+    the root of what can be injected, held here so that a Context needs nothing else.
+    """
+
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
         self.by_name: dict[str, Provider] = {}
         self.app_values: dict[str, Any] = {}
         self.app_stack = AsyncExitStack()
@@ -70,13 +77,13 @@ class Providers:
 class Context:
     """What one request or connection can inject, and its request-scoped values."""
 
-    __slots__ = ("app", "scope", "request", "websocket", "path_params", "extras", "cache",
-                 "stack", "_resolving", "query")
+    __slots__ = ("providers", "scope", "request", "websocket", "path_params", "extras",
+                 "cache", "stack", "_resolving", "query")
 
-    def __init__(self, app: Any, scope: dict[str, Any], *, request: Request | None = None,
-                 websocket: WebSocket | None = None,
+    def __init__(self, providers: Providers, scope: dict[str, Any], *,
+                 request: Request | None = None, websocket: WebSocket | None = None,
                  path_params: dict[str, str] | None = None) -> None:
-        self.app = app
+        self.providers = providers
         self.scope = scope
         self.request = request
         self.websocket = websocket
@@ -94,7 +101,7 @@ class Context:
             await stack.aclose()
 
     async def provide(self, name: str) -> Any:
-        providers: Providers = self.app.providers
+        providers = self.providers
         provider = providers.by_name[name]
         if provider.scope == "app":
             if name in providers.app_values:
@@ -117,7 +124,7 @@ class Context:
             cycle = " -> ".join([*self._resolving, provider.name])
             raise RuntimeError(f"providers depend on each other in a cycle: {cycle}")
         if provider.plan is None:
-            provider.plan = build_plan(provider.func, providers=self.app.providers.by_name,
+            provider.plan = build_plan(provider.func, providers=self.providers.by_name,
                                        http=False)
         self._resolving.append(provider.name)
         try:
@@ -163,11 +170,11 @@ class Context:
             elif kind is Kind.SESSION:
                 out[param.name] = self.scope.get("session")
             elif kind is Kind.APP:
-                out[param.name] = self.app
+                out[param.name] = self.providers.app
             elif kind is Kind.EXTRA:
                 out[param.name] = self.extras.get(param.name, param.default)
             elif kind is Kind.BODY:
-                out[param.name] = await self.app._read_model(self._request(), param)
+                out[param.name] = await _read_model(self._request(), param)
         return out
 
     def _request(self) -> Request | None:
@@ -196,6 +203,17 @@ class Context:
             from .params import ParameterError  # noqa: PLC0415
 
             raise ParameterError("query", param.name, "missing")
+
+
+async def _read_model(request: Request | None, param: Param) -> Any:
+    """A body parameter: the request's JSON validated into its model (422 if it does
+    not fit)."""
+    assert request is not None
+    data = await request.json()
+    try:
+        return validator_for(param.annotation)(data)
+    except InvalidMessage as exc:
+        raise UnprocessableEntity({"detail": str(exc), "errors": exc.errors}) from None
 
 
 async def call_plan(plan: Plan, ctx: Context) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "to_response",
     "error_response",
     "server_error_response",
+    "traceback_text",
 ]
 
 Scope = dict[str, Any]
@@ -547,12 +548,17 @@ def error_response(exc: HTTPError) -> Response:
     return response
 
 
+def traceback_text(exc: BaseException) -> str:
+    """The traceback of ``exc`` as text: for ``debug=True`` pages and denials only."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
 def server_error_response(exc: BaseException, debug: bool) -> Response:
     """500 for an unhandled exception. The traceback is shown only with ``debug=True``
     (H6): it names files, code and values an attacker should not see."""
     if not debug:
         return PlainTextResponse("Internal Server Error", 500)
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    trace = traceback_text(exc)
     summary = html.escape(f"{type(exc).__name__}: {exc}")
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             "<title>500 Internal Server Error</title></head>\n<body>"

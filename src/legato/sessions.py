@@ -24,6 +24,7 @@ from typing import Any
 
 from . import jsoncodec
 from .datastructures import format_set_cookie
+from .scope import HTTPConnection
 
 __all__ = ["Session", "SessionCodec", "SessionSealed", "SEALED_AFTER_ACCEPT"]
 
@@ -152,6 +153,19 @@ class SessionCodec:
         except (self._bad_signature, ValueError, binascii.Error):
             return Session()
         return Session(data) if isinstance(data, dict) else Session()
+
+    def load_into(self, scope: dict[str, Any]) -> None:
+        """Put the request's session in ``scope["session"]`` (unless one is there)."""
+        if "session" not in scope:
+            scope["session"] = self.load(HTTPConnection(scope).cookies)
+
+    def headers_for(self, scope: dict[str, Any]) -> list[tuple[str, str]]:
+        """The Set-Cookie header for the session in ``scope``; none when unchanged."""
+        session = scope.get("session")
+        if session is None:
+            return []
+        value = self.set_cookie_header(session, scope.get("scheme") in ("https", "wss"))
+        return [("set-cookie", value)] if value else []
 
     def dumps(self, session: dict[str, Any]) -> str:
         """The signed cookie value; ``TypeError`` for values JSON cannot express."""

@@ -17,24 +17,27 @@ re-raised so the server logs it with its traceback (W9).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
+from .metrics import RouteMetrics
 from .origins import refused_cross_site
 from .params import fill_path_params
+from .plans import Plans
 from .providers import Context, call_plan
-from .routing import Route
-from .sessions import SEALED_AFTER_ACCEPT, Session
+from .responses import traceback_text
+from .routing import Route, WebSocketOptions
+from .sessions import SEALED_AFTER_ACCEPT, Session, SessionCodec
 from .websocket import Close, Rejected, WebSocket, WebSocketState, is_caught
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["WebSocketEndpoint"]
 
 logger = logging.getLogger("legato.websocket")
 
 _RAW_EVENTS = ("websocket.send", "websocket.close", "websocket.accept")
+#: What on_disconnect and on_close take by name.
+_CLOSE_EXTRAS = ("code", "reason")
 
 
 class WebSocketEndpoint:
@@ -45,22 +48,35 @@ class WebSocketEndpoint:
     A route whose handler takes only the WebSocket, without ``on_connect``, an Origin
     check or sessions (and while the App has no WebSocket hooks), is *direct*: nothing
     to check, resolve or call before the handler, so no context is made.
+
+    Handed what it needs, never the App: ``opts`` (the route's settings with the App's
+    defaults filled in), the plans, ``hooks`` (the App's list of WebSocket hooks
+    itself, so a hook registered later is seen), the session codec, ``debug``, the
+    route's counters, and ``hub``: the App's hub if one was made (it is made on first
+    use, maybe after this endpoint), for the connection to leave its topics at the end.
     """
 
-    __slots__ = ("app", "route", "opts", "plan", "direct", "finishes", "metrics",
-                 "same_site", "keepalive")
+    __slots__ = ("route", "opts", "plan", "plans", "hooks", "sessions", "debug", "hub",
+                 "direct", "finishes", "metrics", "same_site", "keepalive")
 
-    def __init__(self, app: App, route: Route) -> None:
-        self.app = app
+    def __init__(self, route: Route, opts: WebSocketOptions, plans: Plans, *,
+                 hooks: list[Callable[..., Any]], sessions: SessionCodec | None,
+                 debug: bool, metrics: RouteMetrics | None,
+                 hub: Callable[[], Any]) -> None:
         self.route = route
-        self.opts = opts = app.websocket_settings(route)
-        self.plan = plan = app.plan_for(route)
+        self.opts = opts
+        self.plan = plan = plans.for_route(route)
+        self.plans = plans
+        self.hooks = hooks
+        self.sessions = sessions
+        self.debug = debug
+        self.hub = hub
         origins = opts.allowed_origins
         #: W15: without ``allowed_origins``, a cross-site handshake that carries
         #: credentials is refused (``["*"]`` switches the check off).
         self.same_site = origins is None
         self.direct = (plan.only_websocket and opts.on_connect is None
-                       and (origins is None or "*" in origins) and app.sessions is None)
+                       and (origins is None or "*" in origins) and sessions is None)
         #: Lifecycle callbacks to run at the end (request-scoped providers aside).
         self.finishes = opts.on_close is not None or opts.on_disconnect is not None
         #: The route's own keepalive (interval, timeout), told to legato's server per
@@ -69,12 +85,12 @@ class WebSocketEndpoint:
         self.keepalive = (opts.ping_interval, opts.ping_timeout) if (
             own.ping_interval is not None or own.ping_timeout is not None) else None
         #: The route's counters when the App has metrics on (P7).
-        self.metrics = app.metrics.route(route.path) if app.metrics is not None else None
+        self.metrics = metrics
 
     async def serve(self, scope: dict[str, Any], receive: Any, send: Any,
                     params: dict[str, str]) -> None:
         """Serve one connection, from the checks before accept to the last callback."""
-        app, opts = self.app, self.opts
+        opts = self.opts
         # Positional: a class called with keywords builds a dict for them first.
         ws = WebSocket(scope, receive, send, opts.receive_type, opts.send_type,
                        opts.caught_close_codes, opts.max_message_size)
@@ -84,9 +100,9 @@ class WebSocketEndpoint:
         ctx: Context | None = None
         try:
             plan = self.plan
-            if self.same_site and refused_cross_site(scope, app.sessions is not None):
+            if self.same_site and refused_cross_site(scope, self.sessions is not None):
                 raise HTTPError(403, "cross-site WebSocket handshake refused")
-            if self.direct and not app.websocket_hooks:
+            if self.direct and not self.hooks:
                 kwargs = dict.fromkeys(plan.names, ws)
                 if params:
                     fill_path_params(ws.path_params, params, self.route.pattern.types,
@@ -108,7 +124,7 @@ class WebSocketEndpoint:
         except Rejected:
             pass
         except HTTPError as exc:
-            await _http_error(app, ws, exc)
+            await _http_error(ws, exc)
         except InvalidMessage as exc:
             logger.info("closing WebSocket %s: %s", ws.path, exc)
             await ws.ensure_closed(exc.close_code, _short(str(exc)))
@@ -122,18 +138,18 @@ class WebSocketEndpoint:
                 raise
         except BaseException as exc:
             if isinstance(exc, Exception):
-                await _crashed(app, ws, exc)
+                await _crashed(ws, exc, self.debug)
             raise
         finally:
             if ws.metrics is not None and ws.opened:
                 ws.metrics.open -= 1
                 ws.metrics.close_codes[ws.close_code if ws.close_code is not None
                                        else 1006] += 1
-            hub = app._hub
+            hub = self.hub()
             if hub is not None and hub.knows(ws):
                 await hub.forget(ws)  # P1: a closed connection leaves all its topics
             if ctx is not None or self.finishes:
-                await _finish(app, ws, ctx, opts, params)
+                await self._finish(ws, ctx, params)
 
     async def _open(self, ws: WebSocket, params: dict[str, str]
                     ) -> tuple[Context | None, dict[str, Any]]:
@@ -143,49 +159,68 @@ class WebSocketEndpoint:
         Returns the context only when something must be torn down later (request-scoped
         providers), so an idle connection does not keep it; serve() tears it down.
         """
-        app, opts, plan = self.app, self.opts, self.plan
-        ctx = Context(app, ws.scope, websocket=ws, path_params=params)
+        opts, plan, plans = self.opts, self.plan, self.plans
+        ctx = Context(plans.providers, ws.scope, websocket=ws, path_params=params)
         try:
-            if opts.allowed_origins is not None or app.sessions is not None:
-                _prepare(app, ws, opts)
+            if opts.allowed_origins is not None or self.sessions is not None:
+                self._prepare(ws)
             kwargs = await ctx.kwargs(plan)
             if params:
                 fill_path_params(ws.path_params, params, self.route.pattern.types, plan,
                                  kwargs)
-            for hook in app.websocket_hooks:
-                await call_plan(app.plan_for_callable(hook), ctx)
+            for hook in self.hooks:
+                await call_plan(plans.for_callable(hook), ctx)
             if opts.on_connect is not None:
-                await _on_connect(app, ws, ctx, opts.on_connect)
+                await _on_connect(ws, await call_plan(plans.for_callable(opts.on_connect),
+                                                      ctx))
         except BaseException:
             await ctx.aclose()
             raise
         return (ctx if ctx.stack is not None else None), kwargs
 
+    def _prepare(self, ws: WebSocket) -> None:
+        origins = self.opts.allowed_origins
+        if origins is not None and "*" not in origins:
+            origin = ws.headers.get("origin")
+            if origin is not None and origin not in origins:
+                # RFC 6455 §10.2: refuse cross-site WebSocket hijacking with 403.
+                raise HTTPError(403, "origin not allowed")
+        sessions = self.sessions
+        if sessions is not None:
+            sessions.load_into(ws.scope)
+            ws.accept_headers = lambda: _session_cookie(sessions, ws.scope)
 
-def _prepare(app: App, ws: WebSocket, opts: Any) -> None:
-    origins = opts.allowed_origins
-    if origins is not None and "*" not in origins:
-        origin = ws.headers.get("origin")
-        if origin is not None and origin not in origins:
-            # RFC 6455 §10.2: refuse cross-site WebSocket hijacking with 403.
-            raise HTTPError(403, "origin not allowed")
-    app.load_session(ws.scope)
-    if app.sessions is not None:
-        ws.accept_headers = lambda: _session_cookie(app, ws.scope)
+    async def _finish(self, ws: WebSocket, ctx: Context | None,
+                      params: dict[str, str]) -> None:
+        code = ws.close_code if ws.close_code is not None else 1006
+        if ctx is None:
+            ctx = Context(self.plans.providers, ws.scope, websocket=ws, path_params=params)
+        ctx.extras = {"code": code, "reason": ws.close_reason}
+        opts, plans = self.opts, self.plans
+        try:
+            opened = ws.opened
+            if opened and ws.client_closed and opts.on_disconnect is not None:
+                await call_plan(plans.for_callable(opts.on_disconnect, _CLOSE_EXTRAS), ctx)
+            if opened and opts.on_close is not None:
+                await call_plan(plans.for_callable(opts.on_close, _CLOSE_EXTRAS), ctx)
+        except Exception:  # noqa: BLE001 - a callback's bug must not hide the handler's
+            logger.exception("exception in a WebSocket lifecycle callback")
+        finally:
+            await ctx.aclose()
 
 
-def _session_cookie(app: App, scope: dict[str, Any]) -> list[tuple[str, str]]:
+def _session_cookie(sessions: SessionCodec, scope: dict[str, Any]) -> list[tuple[str, str]]:
     """At accept: the session's Set-Cookie for the 101, its only chance to reach the
     client; then the session is sealed, so a later change fails where it is made."""
-    headers = app.session_headers(scope)
+    headers = sessions.headers_for(scope)
     session = scope.get("session")
     if isinstance(session, Session):
         session.seal(SEALED_AFTER_ACCEPT)
     return headers
 
 
-async def _on_connect(app: App, ws: WebSocket, ctx: Context, callback: Any) -> None:
-    result = await call_plan(app.plan_for_callable(callback), ctx)
+async def _on_connect(ws: WebSocket, result: Any) -> None:
+    """What ``on_connect`` returned: go on, deny, or accept/close itself."""
     if result is None or result is True or ws.state is not WebSocketState.CONNECTING:
         return
     if result is False:
@@ -230,7 +265,7 @@ async def _drive_generator(ws: WebSocket, gen: Any) -> None:
         await gen.aclose()
 
 
-async def _http_error(app: App, ws: WebSocket, exc: HTTPError) -> None:
+async def _http_error(ws: WebSocket, exc: HTTPError) -> None:
     if ws.state is WebSocketState.CONNECTING:
         detail = exc.detail
         body = detail if isinstance(detail, (str, bytes)) else str(detail)
@@ -241,34 +276,16 @@ async def _http_error(app: App, ws: WebSocket, exc: HTTPError) -> None:
                            _short(str(exc.detail)))
 
 
-async def _crashed(app: App, ws: WebSocket, exc: Exception) -> None:
+async def _crashed(ws: WebSocket, exc: Exception, debug: bool) -> None:
     """W9: the peer sees 1011 (or 500 before accept); the server logs the traceback."""
     if ws.state is WebSocketState.CONNECTING:
-        body = app.debug_text(exc) if app.debug else "Internal Server Error"
+        body = traceback_text(exc) if debug else "Internal Server Error"
         try:
             await ws.send_denial(500, body)
         except Exception:  # noqa: BLE001
             logger.debug("could not send the 500 denial", exc_info=True)
     else:
         await ws.ensure_closed(1011, "internal error")
-
-
-async def _finish(app: App, ws: WebSocket, ctx: Context | None, opts: Any,
-                  params: dict[str, str]) -> None:
-    code = ws.close_code if ws.close_code is not None else 1006
-    if ctx is None:
-        ctx = Context(app, ws.scope, websocket=ws, path_params=params)
-    ctx.extras = {"code": code, "reason": ws.close_reason}
-    try:
-        opened = ws.opened
-        if opened and ws.client_closed and opts.on_disconnect is not None:
-            await call_plan(app.plan_for_callable(opts.on_disconnect, ("code", "reason")), ctx)
-        if opened and opts.on_close is not None:
-            await call_plan(app.plan_for_callable(opts.on_close, ("code", "reason")), ctx)
-    except Exception:  # noqa: BLE001 - a callback's bug must not hide the handler's
-        logger.exception("exception in a WebSocket lifecycle callback")
-    finally:
-        await ctx.aclose()
 
 
 def _short(reason: str) -> str:

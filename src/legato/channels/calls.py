@@ -15,7 +15,7 @@ from typing import Any
 
 from ..annotations import hints_of
 from ..params import Plan, build_plan, is_model_type
-from ..providers import Context, call_plan
+from ..providers import Context, Providers, call_plan
 from ..typed import validator_for
 
 __all__ = ["EVENT_VALUES", "Hook"]
@@ -36,7 +36,7 @@ class Hook:
         #: Parameters annotated with a model: name → validator of the event's data.
         self.models: dict[str, Callable[[Any], Any]] = {}
 
-    def _plan(self, app: Any) -> Plan:
+    def _plan(self, providers: Providers) -> Plan:
         if self.plan is None:
             resolved = hints_of(self.func).resolved
             for name, ann in resolved.items():
@@ -45,12 +45,12 @@ class Hook:
                     self.models[name] = validator_for(ann)
             self.plan = build_plan(
                 self.func, path_names={n: "str" for n in self.path_names},
-                providers=app.providers.by_name,
+                providers=providers.by_name,
                 extras=EVENT_VALUES + tuple(self.models), http=False)
         return self.plan
 
     async def __call__(self, ctx: Context, **values: Any) -> Any:
-        plan = self._plan(ctx.app)
+        plan = self._plan(ctx.providers)
         extras = dict.fromkeys(EVENT_VALUES)
         extras.update(values)
         for name, validate in self.models.items():

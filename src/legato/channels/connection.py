@@ -22,11 +22,11 @@ from ..hub.backend import HubUnavailable
 from ..providers import Context
 from ..typed import dump_value
 from .errors import ChannelError, error_for
+from .ports import Service
 from .registry import Channel, valid_topic
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
-    from .service import Channels
 
 __all__ = ["ChannelConnection", "PRESENCE_PREFIX"]
 
@@ -69,7 +69,7 @@ class Joined:
 class ChannelConnection:
     """The server half of one channel connection."""
 
-    def __init__(self, service: Channels, ws: WebSocket) -> None:
+    def __init__(self, service: Service, ws: WebSocket) -> None:
         self.service = service
         self.app = service.app
         self.hub = service.app.hub
@@ -147,7 +147,7 @@ class ChannelConnection:
         return True
 
     async def _answer(self, handler: Any, ref: int, frame: dict[str, Any]) -> None:
-        ctx = Context(self.app, self.ws.scope, websocket=self.ws)
+        ctx = Context(self.app.providers, self.ws.scope, websocket=self.ws)
         try:
             result = await handler(self, frame, ctx)
         except asyncio.CancelledError:

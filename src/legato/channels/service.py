@@ -18,10 +18,10 @@ from .. import jsoncodec
 from ..exceptions import HTTPError
 from .calls import Hook
 from .connection import OVERLOADED, ChannelConnection
+from .ports import Host
 from .registry import Channel, Registry, Rpc
 
 if TYPE_CHECKING:
-    from ..app import App
     from ..websocket import WebSocket
 
 __all__ = ["SUBPROTOCOL", "Channels"]
@@ -34,7 +34,7 @@ SUBPROTOCOL = "legato.v1"
 class Channels:
     """Channels and rpcs of one App, and the connections speaking to them."""
 
-    def __init__(self, app: App, path: str, *, heartbeat: float = 25.0,
+    def __init__(self, app: Host, path: str, *, heartbeat: float = 25.0,
                  reconnect_jitter: float | None = None,
                  max_connections: int | None = None) -> None:
         if not path.startswith("/") or path.endswith("/"):

@@ -27,15 +27,13 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import jsoncodec
 from ..exceptions import HTTPError, WebSocketDisconnect
 from ..scope import HTTPConnection
 from .connection import OVERLOADED, ChannelConnection
-
-if TYPE_CHECKING:
-    from .service import Channels
+from .ports import Service
 
 __all__ = ["SseSocket", "SseTransport"]
 
@@ -196,7 +194,7 @@ class SseSocket(HTTPConnection):
 class SseTransport:
     """The SSE endpoints of one App's channels, and the SSE connections of this process."""
 
-    def __init__(self, service: Channels, linger: float = 30.0) -> None:
+    def __init__(self, service: Service, linger: float = 30.0) -> None:
         self.service = service
         self.linger = linger
         self.sockets: dict[str, SseSocket] = {}
@@ -260,11 +258,11 @@ class SseTransport:
         # query, cookies, session, client (a WebSocket that is never opened).
         scope = {**request.scope, "type": "websocket", "subprotocols": ["legato.v1"],
                  "extensions": {}}
-        ctx = Context(app, scope, request=request,
+        ctx = Context(app.providers, scope, request=request,
                       websocket=WebSocket(scope, _never, _never))
         try:
             for hook in app.websocket_hooks:
-                await call_plan(app.plan_for_callable(hook), ctx)
+                await call_plan(app.plans.for_callable(hook), ctx)
         finally:
             await ctx.aclose()
 

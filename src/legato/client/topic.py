@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .errors import ChannelError, ServerProtocolError
 from .frames import Member, Message
@@ -31,12 +31,20 @@ from .observers import Observers
 from .queues import BoundedQueue, QueueClosed
 from .state import TopicState, check_topic_transition
 
-if TYPE_CHECKING:
-    from .client import Client
-
 __all__ = ["Topic", "Lost", "PresenceEvent", "TopicEvent", "DEDUP_WINDOW"]
 
 logger = logging.getLogger("legato.client")
+
+
+class _Owner(Protocol):
+    """What a topic asks of the client that joined it (client.Client is the one; that
+    module is above this one)."""
+
+    async def _publish(self, topic: Topic, data: Any) -> str: ...
+
+    async def _presence(self, topic: Topic) -> list[Member]: ...
+
+    async def _leave(self, topic: Topic) -> None: ...
 
 #: Ids remembered per topic to drop duplicates: far more than a reconnect can repeat
 #: (a resend window), few enough to cost nothing per topic.
@@ -72,7 +80,7 @@ class Topic:
     (the last join's loss, or None); ``dropped`` (messages the receive buffer dropped).
     """
 
-    def __init__(self, client: Client, name: str, data: Any, since: str | None,
+    def __init__(self, client: _Owner, name: str, data: Any, since: str | None,
                  receive_limit: int) -> None:
         self._client = client
         self.name = name

@@ -17,7 +17,7 @@ from ..protocol.http import STATUS_PHRASES as _PHRASES
 from .state import access_logger, escape_log, logger
 
 if TYPE_CHECKING:
-    from .http import HttpProtocol
+    from .link import Link
 
 __all__ = ["RequestCycle", "STATUS_PHRASES", "check_header", "simple_response"]
 
@@ -58,7 +58,7 @@ class RequestCycle:
         "_expected_length", "_sent_length", "_status", "_head_only", "_pending_head", "_drained",
     )
 
-    def __init__(self, protocol: HttpProtocol, scope: dict[str, Any], *, keep_alive: bool,
+    def __init__(self, protocol: Link, scope: dict[str, Any], *, keep_alive: bool,
                  expect_100: bool) -> None:
         self.protocol = protocol
         self.scope = scope

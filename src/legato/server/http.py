@@ -29,7 +29,8 @@ import httptools
 from ..protocol import Headers
 from ..protocol.handshake import is_upgrade_request
 from .cycle import RequestCycle, simple_response
-from .direct import Sender, Writer, detach, writer_for
+from .direct import detach, writer_for
+from .link import Link, _no_writer
 from .state import ServerState, logger
 from .websocket import WebSocketSession
 
@@ -60,30 +61,18 @@ class _Reject(Exception):
 _LOST_PARSER = httptools.HttpRequestParser(object())
 
 
-def _no_writer(data: bytes) -> None:
-    """Before connection_made there is nothing to write to."""
-
-
-class HttpProtocol(asyncio.Protocol):
-    """One client connection of the built-in server."""
+class HttpProtocol(Link):
+    """One client connection of the built-in server: a Link that parses HTTP/1.1."""
 
     __slots__ = (
-        "state", "config", "loop", "transport", "parser", "client", "server", "scheme",
-        "_phase", "_timer", "_url", "_headers", "_head_size", "_head_bytes", "_in_head",
-        "_head_timer", "_cycle", "_parsing", "_pending_upgrade", "_pipeline",
-        "_reading_paused", "write_paused", "_drain_waiter", "_over_limit", "_body_size",
-        "websocket", "writer",
+        "parser", "_phase", "_timer", "_url", "_headers", "_head_size", "_head_bytes",
+        "_in_head", "_head_timer", "_cycle", "_parsing", "_pending_upgrade", "_pipeline",
+        "_over_limit", "_body_size",
     )
 
     def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.config = state.config
-        self.loop = state.loop
-        self.transport: asyncio.Transport | None = None
+        Link.__init__(self, state)
         self.parser = httptools.HttpRequestParser(self)
-        self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
-        self.scheme = "http"
         self._phase = _Phase.IDLE
         self._timer: asyncio.TimerHandle | None = None
         self._url = b""
@@ -96,15 +85,8 @@ class HttpProtocol(asyncio.Protocol):
         self._parsing: RequestCycle | None = None  # the request whose body is arriving
         self._pending_upgrade: tuple[str, str, dict[str, Any], Headers] | None = None
         self._pipeline: deque[RequestCycle | _Reject] = deque()
-        self._reading_paused = False
-        self.write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._over_limit = False
         self._body_size = 0
-        self.websocket: Any = None  # WebSocketSession once upgraded
-        #: Every write of this connection goes through it (direct.py): send(2) straight
-        #: to a plain TCP socket while the transport holds nothing, else transport.write.
-        self.writer: Writer = _no_writer
 
     # --------------------------------------------------------------- asyncio callbacks
 
@@ -181,21 +163,6 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(_Reject(431, "request head too large"))
             elif self._head_bytes - line > config.max_header_size + 64:
                 self._reject(_Reject(431, "header field too large"))
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        websocket = self.websocket
-        if websocket is not None and websocket.on_paused is not None:
-            websocket.on_paused()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        websocket = self.websocket
-        if websocket is not None and websocket.on_writable is not None:
-            websocket.on_writable()
 
     # ---------------------------------------------------------------- httptools callbacks
 
@@ -425,54 +392,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # -------------------------------------------------------------------- plumbing
 
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            self.writer(data)
-
-    def write_soon(self, data: bytes) -> None:
-        """Write ``data`` with the next write, or at the end of this loop iteration at
-        the latest: the answers to pipelined messages leave in one system call (plain
-        TCP with the compiled Sender; otherwise now)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        writer = self.writer
-        if type(writer) is Sender:
-            if writer.hold(data):  # type: ignore[attr-defined]
-                self.loop.call_soon(self._flush_held)
-        else:
-            writer(data)
-
-    def _flush_held(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            self.writer.flush()  # type: ignore[attr-defined]
-
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is above its high-water mark."""
-        if self.write_paused and self.transport is not None \
-                and not self.transport.is_closing():
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
-
-    def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
     def resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None \
                 and len(self._pipeline) < self.config.max_pipelined \
                 and self._phase is not _Phase.CLOSED:
-            self._reading_paused = False
-            self.transport.resume_reading()
-
-    def resume_ws_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self.transport.is_closing():
             self._reading_paused = False
             self.transport.resume_reading()
 

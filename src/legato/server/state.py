@@ -7,13 +7,10 @@ import dataclasses
 import logging
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol import ServerHandshake, encode_server_frame
 from .config import ServerConfig
-
-if TYPE_CHECKING:
-    from .http import HttpProtocol
 
 __all__ = ["ServerState", "ASGIApp", "logger", "access_logger", "escape_log"]
 
@@ -45,6 +42,15 @@ def settings_for(app: ASGIApp, config: ServerConfig) -> ServerConfig:
     return config
 
 
+class Connection(Protocol):
+    """What the server's shutdown needs of a live connection (link.Link is one; that
+    module is above this one)."""
+
+    transport: asyncio.Transport | None
+
+    def shutdown(self) -> None: ...
+
+
 class ServerState:
     """Configuration, the app, and the set of live connections of one server."""
 
@@ -60,7 +66,7 @@ class ServerState:
         # (middleware) must keep being called itself.
         self.app_websocket: Any = hook if getattr(hook, "__self__", None) is app else None
         self.loop = loop
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         #: Set when shutdown begins; HTTP scopes carry it (extension "legato.shutdown")

@@ -42,7 +42,7 @@ from .cycle import STATUS_PHRASES, check_header, simple_response
 from .state import logger
 
 if TYPE_CHECKING:
-    from .http import HttpProtocol
+    from .link import Link
 
 __all__ = ["WebSocketSession", "ClientDisconnected"]
 
@@ -69,7 +69,7 @@ class WebSocketSession:
         "on_shutdown",
     )
 
-    def __init__(self, http: HttpProtocol, method: str, version: str,
+    def __init__(self, http: Link, method: str, version: str,
                  scope: dict[str, Any], headers: Headers, rest: bytes) -> None:
         self.http = http
         self.loop = http.loop
@@ -223,7 +223,7 @@ class WebSocketSession:
 
     def write_message(self, data: str | bytes) -> bool:
         """Send one message now, without an ASGI dict or a coroutine; False when the
-        connection is not open. The caller waits for :meth:`HttpProtocol.drain` when
+        connection is not open. The caller waits for :meth:`Link.drain` when
         :attr:`write_paused` is set (backpressure)."""
         conn = self.conn
         if self.phase is not Phase.OPEN or conn is None:
