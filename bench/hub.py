@@ -61,7 +61,16 @@ Profiling: ``--profile N`` runs legato-hub alone under cProfile at N subscribers
 round) and prints where the server's time goes (the server is stopped with SIGTERM, so
 its profile is written on the way out).
 
-Usage: python bench/hub.py [--quick] [--only legato-hub,socketify,...] [--json PATH]
+Publish rate (issue 15 goal 3, issue 18 item 1): ``--publish-rate`` measures the Redis
+backend alone in this process, no server: publishes/s of one handler awaiting each
+publish in a loop (one in flight), of 100 publishers looping concurrently and of one
+``asyncio.gather`` of 20,000 publishes (how many succeed), all through one backend (one
+command connection when pipelined); and presence: ``members()`` / ``count()`` of a
+10,000-member room and how long 10,000 leaves take to reach Redis. A redis-server of its
+own on CPU 1 (unless REDIS_URL is set); this process on CPU 0.
+
+Usage: python bench/hub.py --publish-rate [--duration S]
+       python bench/hub.py [--quick] [--only legato-hub,socketify,...] [--json PATH]
        [--repeat N] [--duration S] [--redis-cpus 1|0,1] [--profile N]
        Full run ~10 min (3 rounds); --quick ~1.5 min (a smoke test, not a measurement).
 """
@@ -78,6 +87,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -441,6 +451,97 @@ def profile(loadgen: Path, subs: int, timing: dict[str, float], workdir: Path) -
     return 0 if res.get("ok") else 1
 
 
+# ----------------------------------------------------------------------- publish rate
+
+
+def publish_rate(duration: float, workdir: Path) -> int:
+    """The Redis backend alone: publishes/s and presence costs (see the docstring)."""
+    import asyncio  # noqa: PLC0415 - only this mode runs a loop here
+
+    from legato.hub.backend import HubUnavailable  # noqa: PLC0415
+    from legato.hub.redis import RedisBackend  # noqa: PLC0415
+
+    url = os.environ.get("REDIS_URL", "")
+    server = None if url else RedisServer(workdir, {harness.SERVER_CPU})
+    url = url or server.url  # type: ignore[union-attr]
+
+    async def serial(backend: Any) -> float:
+        count, end = 0, time.perf_counter() + duration
+        while time.perf_counter() < end:
+            await backend.publish("bench:serial", "x" * 64)
+            count += 1
+        return count / duration
+
+    async def concurrent(backend: Any, publishers: int = 100) -> tuple[float, int]:
+        counts, failed = [0] * publishers, [0]
+        end = time.perf_counter() + duration
+
+        async def one(n: int) -> None:
+            while time.perf_counter() < end:
+                try:
+                    await backend.publish(f"bench:c{n % 10}", "x" * 64)
+                except HubUnavailable:
+                    failed[0] += 1
+                else:
+                    counts[n] += 1
+        await asyncio.gather(*(one(n) for n in range(publishers)))
+        return sum(counts) / duration, failed[0]
+
+    async def burst(backend: Any, n: int = 20_000) -> tuple[int, float]:
+        started = time.perf_counter()
+        done = await asyncio.gather(*(backend.publish("bench:burst", "x" * 64)
+                                      for _ in range(n)), return_exceptions=True)
+        ok = sum(1 for d in done if isinstance(d, str))
+        return ok, time.perf_counter() - started
+
+    async def presence(backend: Any, n: int = 10_000) -> dict[str, float]:
+        members = [f"m{i}" for i in range(n)]
+        await asyncio.gather(*(backend.join("bench:room", m, {"n": m}) for m in members))
+        out: dict[str, float] = {}
+        for _ in range(2):  # the second read: warm
+            started = time.perf_counter()
+            found = await backend.members("bench:room")
+            out["members_ms"] = (time.perf_counter() - started) * 1000
+        out["members_found"] = len(found)
+        if hasattr(backend, "count"):
+            started = time.perf_counter()
+            out["count"] = await backend.count("bench:room")
+            out["count_ms"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        await asyncio.gather(*(backend.leave("bench:room", m) for m in members))
+        while (await backend.members("bench:room")) and time.perf_counter() - started < 30:
+            await asyncio.sleep(0.01)
+        out["leave_all_ms"] = (time.perf_counter() - started) * 1000
+        return out
+
+    async def run() -> dict[str, Any]:
+        backend = RedisBackend(url, prefix=f"bench{os.getpid()}")
+        await backend.start(lambda *a: None, lambda *a: None)
+        try:
+            res: dict[str, Any] = {"serial_per_s": await serial(backend)}
+            res["concurrent_100_per_s"], res["concurrent_100_failed"] = \
+                await concurrent(backend)
+            ok, took = await burst(backend)
+            res.update(burst_ok=ok, burst_per_s=ok / took)
+            res.update(await presence(backend))
+            return res
+        finally:
+            await backend.stop()
+
+    try:
+        with suppress(ImportError):
+            import uvloop  # noqa: PLC0415
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        res = asyncio.run(run())
+    finally:
+        if server is not None:
+            server.stop()
+    print("Redis backend, one process (CPU 0), redis-server on CPU 1:")
+    for name, val in res.items():
+        print(f"  {name:24} {val:>12,.1f}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -451,7 +552,13 @@ def main() -> int:
                     help="CPUs for legato-hub-redis's workers and redis-server (default 1)")
     ap.add_argument("--profile", type=int, metavar="SUBS",
                     help="only profile legato-hub (cProfile) at SUBS subscribers")
+    ap.add_argument("--publish-rate", action="store_true",
+                    help="only the Redis backend's publish rate and presence costs")
     opts = ap.parse_args()
+    if opts.publish_rate:
+        os.sched_setaffinity(0, {harness.LOADGEN_CPU})
+        return publish_rate(opts.duration or 3.0,
+                            Path(tempfile.mkdtemp(prefix="legato-hub-bench-")))
     servers = list(SERVERS) if not opts.only else [s.strip() for s in opts.only.split(",")]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:

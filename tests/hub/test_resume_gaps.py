@@ -113,7 +113,7 @@ async def test_P5_a_resume_into_a_history_that_no_longer_exists_reports_it_lost(
     backend = make_backend()
     async with running(backend):
         if isinstance(backend, RedisBackend):
-            await backend._client.delete(backend._stream("room"))  # the key deleted
+            await backend.pipeline.call("DEL", backend._stream("room"))  # the key deleted
         assert await backend.replay("room", seen) == ([], Gap("room", seen, "lost"))
         await asyncio.sleep(0.002)  # the next id is a later millisecond
         new = await backend.publish("room", "after the loss", history=5)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 from uuid import uuid4
@@ -33,14 +32,16 @@ from .. import jsoncodec
 from ..exceptions import HistoryGap, HTTPError
 from ..server.direct import send_all
 from ..typed import dump_value
-from .backend import Backend, Gap, HubUnavailable, LocalIds, MemoryBackend, id_key
-from .outbox import BATCH_LIMIT, POLICIES, Batch, Delivery, Outbox, count_sent
+from .backend import (Backend, Gap, HubUnavailable, LocalIds, MemoryBackend,
+                      PublishOutcomeUnknown, SubscribeUnavailable, id_key)
+from .outbox import BATCH_LIMIT, Batch, Delivery, Outbox, count_sent
+from .settings import POLICIES, TopicSettings
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
 
-__all__ = ["Gap", "History", "HistoryGap", "Hub", "HubUnavailable", "Subscription", "TopicSettings",
-           "backend_for"]
+__all__ = ["Gap", "History", "HistoryGap", "Hub", "HubUnavailable", "PublishOutcomeUnknown",
+           "Subscription", "SubscribeUnavailable", "TopicSettings", "backend_for"]
 
 #: First character of a payload sent as it is (publish_frame); JSON never starts so.
 RAW_MARK = "\x00"
@@ -58,22 +59,13 @@ class History(list[dict[str, Any]]):
     gap: Gap | None = None
 
 
-@dataclass
-class TopicSettings:
-    """Per topic (or topic prefix ending in ``*``): how much history to keep and what a
-    full subscriber buffer does (outbox.py)."""
-
-    history: int = 0
-    policy: str = "drop_oldest"
-    buffer: int = 256
-    close_code: int = 1013
-
-
 def backend_for(url: str) -> Backend:
     """``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS).
 
     Redis options ride in the query string: ``?prefix=chat&presence_ttl=15``
-    (``prefix`` keeps apps sharing one Redis apart).
+    (``prefix`` keeps apps sharing one Redis apart; see ``RedisBackend`` for the rest:
+    ``presence_ttl``, ``timeout``, ``ping_interval``, ``gap_ttl``, ``history_ttl``,
+    ``gap_window``, ``max_pending``).
     """
     if url.startswith("memory:"):
         return MemoryBackend()
@@ -85,9 +77,10 @@ def backend_for(url: str) -> Backend:
         for name, value in parse_qsl(query):
             if name == "prefix":
                 options[name] = value
-            elif name in ("presence_ttl", "timeout", "ping_interval", "gap_ttl"):
+            elif name in ("presence_ttl", "timeout", "ping_interval", "gap_ttl",
+                          "history_ttl"):
                 options[name] = float(value)
-            elif name in ("gap_window", "max_connections"):
+            elif name in ("gap_window", "max_pending"):
                 options[name] = int(value)
             else:
                 raise ValueError(f"unknown hub option {name!r} in {url!r}")
@@ -232,7 +225,15 @@ class Hub:
 
     async def publish(self, topic: str, message: Any, *, key: str | None = None) -> str:
         """Send ``message`` to every subscriber of ``topic`` in every process; return
-        its id. ``HubUnavailable`` when the broker is unreachable (nothing was sent).
+        its id (published once, under that id).
+
+        ``HubUnavailable`` (``delivered_locally=True``): the broker is unreachable and
+        the message certainly reached no other process; this process's subscribers got
+        it. ``PublishOutcomeUnknown`` (a ``HubUnavailable``, ``delivered_locally=False``):
+        the broker got it and went silent; it may still reach every process, this one
+        included, once, when the broker resumes, so it is not delivered locally now.
+        Many concurrent publishes queue for the broker (bounded, then they wait for
+        room): a healthy broker is never reported unavailable.
 
         ``key``: what the "latest" policy keeps one message of in a slow subscriber's
         buffer (say, a ticker symbol on a "prices" topic); without a key, the topic.
@@ -251,6 +252,8 @@ class Hub:
         try:
             message_id: str = await self.backend.publish(
                 topic, payload, history=self.settings(topic).history, key=key)
+        except PublishOutcomeUnknown:
+            raise  # Redis may deliver it yet: a local copy now could make two
         except HubUnavailable as exc:
             # The broker is down: this process's subscribers still get the message (local
             # delivery goes on), and the caller learns that no other process did.
@@ -402,19 +405,19 @@ class Hub:
                 id_key(sub.since)
             except ValueError:
                 raise HTTPError(400, "since= is not a message id") from None
-        if ws.state.name != "OPEN":
-            if ws.state.name == "CONNECTING":
-                await ws.accept()
-            else:
-                raise RuntimeError("cannot subscribe a closed WebSocket")
-        outbox = self._outbox(ws, topic)
-        if topic in outbox.topics:
+        if ws.state.name not in ("OPEN", "CONNECTING"):
+            raise RuntimeError("cannot subscribe a closed WebSocket")
+        known = self._outboxes.get(ws)
+        if known is not None and topic in known.topics:
             return
         if sub.since is not None:
             # P5: hold live messages while the history is read, then send history and
             # the held messages in order, without repeats.
-            await self._replay(outbox, sub)
+            await self._replay(sub)
         else:
+            if ws.state.name == "CONNECTING":
+                await ws.accept()
+            outbox = self._outbox(ws, topic)
             first = not self._subscribers.get(topic)
             self._subscribers.setdefault(topic, set()).add(outbox)
             outbox.topics.add(topic)
@@ -425,7 +428,11 @@ class Hub:
             self._members[(ws, topic)] = member
             await self.backend.join(topic, member, sub.presence)
 
-    async def _replay(self, outbox: Outbox, sub: Subscription) -> None:
+    async def _replay(self, sub: Subscription) -> None:
+        """Read what came after ``since``, then accept (if not yet), then send it and
+        what was published meanwhile. The history is read first so that a broker
+        outage fails the subscribe cleanly (:class:`SubscribeUnavailable`: a 503 before
+        accept) and leaves nothing behind: no subscriber set, no broker subscription."""
         assert sub.since is not None
         held: list[Delivery] = []
         topic = sub.topic
@@ -442,8 +449,17 @@ class Hub:
         try:
             await self.backend.listen(topic)
             missed, sub.gap = await self.backend.replay(topic, sub.since)
-        finally:
+            if sub.ws.state.name == "CONNECTING":
+                await sub.ws.accept()
+        except BaseException as exc:
             self._subscribers[topic].discard(holder)
+            await self._abandon(None, topic)
+            if isinstance(exc, HubUnavailable):
+                raise SubscribeUnavailable(f"cannot resume {topic!r} from since="
+                                           f"{sub.since}: {exc}") from exc
+            raise
+        outbox = self._outbox(sub.ws, topic)
+        self._subscribers[topic].discard(holder)
         if sub.gap is not None:
             self._resume_gap(sub.gap)
             if sub.on_gap == "raise":
@@ -472,13 +488,13 @@ class Hub:
         self._event("gap", {"topic": gap.topic, "after": gap.since, "reason": gap.reason,
                             "first_kept": gap.first_kept, "resume": resume})
 
-    async def _abandon(self, outbox: Outbox, topic: str) -> None:
+    async def _abandon(self, outbox: Outbox | None, topic: str) -> None:
         """Undo a subscription that raised before it began: no outbox, no listening
         left behind for a connection that is not subscribed."""
         if not self._subscribers.get(topic):
             self._subscribers.pop(topic, None)
             await self._quietly(self.backend.unlisten(topic))
-        if not outbox.topics:
+        if outbox is not None and not outbox.topics:
             outbox.close()
             self._outboxes.pop(outbox.ws, None)
 
@@ -535,9 +551,20 @@ class Hub:
     # ------------------------------------------------------------- queries
 
     async def presence(self, topic: str) -> list[Any]:
-        """Who is subscribed to ``topic`` with a presence value, in every process."""
+        """Who is subscribed to ``topic`` with a presence value, in every process.
+        O(room size): for a big room's size, :meth:`presence_count`."""
+        if not self._started:
+            await self.start()
         members = await self.backend.members(topic)
         return list(members.values())
+
+    async def presence_count(self, topic: str) -> int:
+        """How many are in ``presence(topic)``, without listing them: on Redis one
+        number per process (O(processes)), whatever the room's size."""
+        if not self._started:
+            await self.start()
+        count: int = await self.backend.count(topic)
+        return count
 
     async def history(self, topic: str, since: str | None = None,
                       limit: int | None = None, *, on_gap: str = "flag") -> History:

@@ -14,7 +14,8 @@ them; a backend carries messages *between* processes and keeps what outlives one
 - ``replay(topic, since)``: the same for a client that resumes, with a :class:`Gap`
   when the history cannot show that it still holds everything after ``since`` (P5).
 - presence: ``join(topic, member, info)`` / ``leave(topic, member)`` / ``members(topic)``
-  across processes; entries of a process that died expire (``presence_ttl``).
+  / ``count(topic)`` (the size without the list) across processes; entries of a process
+  that died expire (``presence_ttl``).
 - ``HubUnavailable`` from ``publish``/``history``/``members`` when the broker cannot be
   reached: never a silent drop. A backend that loses its connection reconnects by
   itself, with backoff, and reports the gap through ``on_event`` (``"disconnected"``,
@@ -36,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..exceptions import LegatoError
+from ..exceptions import HTTPError, LegatoError
 
-__all__ = ["Backend", "Gap", "MemoryBackend", "HubUnavailable", "Sink", "EventSink", "Stored",
-           "id_key", "replay_gap"]
+__all__ = ["Backend", "Gap", "MemoryBackend", "HubUnavailable", "PublishOutcomeUnknown",
+           "SubscribeUnavailable", "Sink", "EventSink", "Stored", "id_key", "replay_gap"]
 
 #: ``sink(topic, message_id, payload, key)``: deliver to this process's local subscribers.
 Sink = Callable[[str, str, "str | bytes", "str | None"], None]
@@ -57,8 +58,34 @@ class HubUnavailable(LegatoError):
     """
 
     def __init__(self, message: str, *, delivered_locally: bool = False) -> None:
-        super().__init__(message)
+        LegatoError.__init__(self, message)  # not super(): SubscribeUnavailable's MRO
         self.delivered_locally = delivered_locally
+
+
+class PublishOutcomeUnknown(HubUnavailable):
+    """The publish reached Redis but no answer came back (Redis hung, or the connection
+    broke after the command was written): it may have been published, and may still
+    reach every process (once, under one id) when Redis resumes. It was **not**
+    delivered locally (``delivered_locally`` is False), so it is never delivered twice.
+    A caller that must not lose it can publish again; the subscribers may then get it
+    twice, under two ids (``publish(..., once=...)`` of the channel layer dedupes).
+    """
+
+
+class SubscribeUnavailable(HubUnavailable, HTTPError):
+    """``subscribe(..., since=)`` could not read the history to resume from: the broker
+    is unreachable. Nothing was subscribed or left behind. Also an ``HTTPError`` 503, so
+    a handler that does not catch it denies the handshake with 503 when it had not
+    accepted yet (``subscribe`` reads the history before accepting), or closes the
+    connection without a traceback; the client tries again later.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        HubUnavailable.__init__(self, message)
+        self.detail = "hub unavailable: try again later"
+        self.headers: dict[str, str] = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +135,8 @@ class Backend(Protocol):
     async def leave(self, topic: str, member: str) -> None: ...
 
     async def members(self, topic: str) -> dict[str, Any]: ...
+
+    async def count(self, topic: str) -> int: ...
 
     async def epoch(self, topic: str) -> str: ...
 
@@ -219,6 +248,9 @@ class MemoryBackend:
 
     async def members(self, topic: str) -> dict[str, Any]:
         return dict(self._members.get(topic, {}))
+
+    async def count(self, topic: str) -> int:
+        return len(self._members.get(topic, ()))
 
     async def epoch(self, topic: str) -> str:
         return self._epoch

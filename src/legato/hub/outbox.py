@@ -40,19 +40,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol.frames import encode_server_frame
+from .settings import POLICIES, TopicSettings
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
-    from . import Hub, TopicSettings
 
-__all__ = ["BATCH_LIMIT", "Batch", "Delivery", "Lane", "Outbox", "POLICIES"]
+__all__ = ["BATCH_LIMIT", "Batch", "Delivery", "Lane", "Outbox", "OutboxOwner", "POLICIES"]
 
 logger = logging.getLogger("legato.hub")
 
-POLICIES = ("drop_oldest", "drop_newest", "latest", "close")
+
+class OutboxOwner(Protocol):
+    """What an outbox needs of the hub that owns it (``legato.hub.Hub``): typed here,
+    so this module does not import the package that imports it (no cycle)."""
+
+    dropped: int
+    _metered: bool
+
+    def settings(self, topic: str) -> TopicSettings: ...
+
+    def _mark_dirty(self, outbox: Outbox) -> None: ...
+
+    def _gone(self, outbox: Outbox) -> None: ...
 
 #: Most messages of one topic joined into one write. Joining saves system calls while
 #: broadcasts are in flight; beyond a few dozen frames the saving is nil, and a bigger
@@ -173,7 +185,7 @@ class Outbox:
                  "peak", "metrics", "_session", "_sender", "_waiters", "closed", "pending",
                  "fast", "http")
 
-    def __init__(self, ws: WebSocket, hub: Hub) -> None:
+    def __init__(self, ws: WebSocket, hub: OutboxOwner) -> None:
         self.ws = ws
         self.hub = hub
         self.topics: set[str] = set()

@@ -3,9 +3,18 @@
 Keys and channels (``prefix`` defaults to ``legato``)::
 
     {prefix}:stream:{topic}     Stream, an entry per message: k = history kept, d = data
+    {prefix}:epoch:{topic}      String: the topic's epoch (expires with its history)
     {prefix}:topic:{topic}      pub/sub channel; each message is b"<id> <data>"
     {prefix}:presence:{topic}   Hash "{process_id}:{member}" → JSON info
+    {prefix}:pcount:{topic}     Hash process_id → how many members it has there
     {prefix}:proc:{process_id}  String with a TTL: this process is alive
+    {prefix}:once:{key}         String with a TTL: an idempotency key (claim/settle)
+
+*Commands.* Every command (publish, history, presence, epochs) goes through one
+pipelined connection (pipeline.py): what a loop iteration asks is written at once and
+the replies come back in order, so 20,000 concurrent publishes are one queue, not 20,000
+waits for a pooled connection, and a publisher's messages keep their order. The queue
+is bounded (``max_pending``); past it a caller waits for room (backpressure).
 
 *Data* is a type byte and the payload (``t`` + UTF-8 text, ``b`` + bytes): encoded once
 for every process, and text stays text. A message published with a ``key`` has ``T`` /
@@ -15,9 +24,12 @@ for every process, and text stays text. A message published with a ``key`` has `
 of the new id with the data. Every message goes to the stream, also on topics without
 history, so ids are Redis Stream ids ``"<ms>-<seq>"`` (growing within a topic) and the
 last ``gap_window`` messages can refill the gap of a process that lost pub/sub; such
-streams expire ``gap_ttl`` after their last message (topics used once do not pile up),
-streams of topics with history stay. ``history()`` cuts the stream to the ``k`` of its
-newest entry: a topic that keeps 3 messages answers with at most 3.
+streams expire ``gap_ttl`` after their last message (topics used once do not pile up).
+Streams of topics with history, and epochs, expire ``history_ttl`` after their last
+message (a day by default; 0: never): an idle topic's history does not stay in Redis
+for ever, and a client resuming after that gets a ``"lost"`` gap. ``history()`` cuts
+the stream to the ``k`` of its newest entry: a topic that keeps 3 messages answers with
+at most 3.
 
 *Gaps.* One pub/sub connection, read by one task that calls ``sink`` in order and
 remembers the last id delivered per topic. When it dies (Redis stopped, restarted,
@@ -28,14 +40,24 @@ message, ids already delivered skipped; ``"reconnected"`` with ``{"downtime": se
 "refilled": count}``. ``"gap"`` ``{"topic", "after"}`` when the stream no longer holds
 the last delivered id (trimmed, or Redis restarted empty): messages may be missing.
 While Redis is down ``publish`` raises :class:`HubUnavailable` within ``timeout``:
-nothing is dropped silently, nothing is delivered that Redis did not carry.
+nothing is dropped silently, nothing is delivered that Redis did not carry. A publish
+that reached a Redis that then went silent (hung) raises :class:`PublishOutcomeUnknown`:
+it may still be delivered, once, when Redis resumes. *Hung Redis*: ``timeout`` seconds
+of silence with commands outstanding, or an unanswered PING on the pub/sub connection
+(``ping_interval`` of silence, then ``timeout``), is an outage: ``"disconnected"``.
+*Recovery*: the subscription reconnects as soon as a command connection is answered
+again (no waiting for the backoff), and while it is not connected, what this process
+publishes and Redis acknowledges is delivered to its own subscribers at once (then
+skipped when the refill or the live copy brings it: once, under Redis's id).
 
 *Presence.* ``join`` writes a hash field and keeps this process's heartbeat key alive
 (TTL ``presence_ttl``, refreshed every third of it, with the TTL of the hashes it is in:
-a room whose processes all died vanishes). ``members()`` keeps the fields of live
-processes and deletes the others (one Lua script). ``join``/``leave`` never raise: while
-Redis is unreachable the heartbeat applies them later, and rewrites this process's
-entries after a Redis restart.
+a room whose processes all died vanishes). The joins and leaves of one loop iteration
+are written together (10,000 leaving at once is one write). ``members()`` keeps the
+fields of live processes and deletes the others (one Lua script); ``count()`` adds up
+the per-process counts of live processes (O(processes), not O(members)).
+``join``/``leave`` never raise: while Redis is unreachable the heartbeat applies them
+later, and rewrites this process's entries after a Redis restart.
 
 *Start.* ``start()`` tries once and does not raise when Redis is unreachable: it
 reports ``"disconnected"`` and keeps reconnecting, so an app boots while Redis restarts.
@@ -62,7 +84,7 @@ from contextlib import suppress
 from typing import Any
 
 try:
-    from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+    from redis.asyncio import BlockingConnectionPool, ConnectionPool
     from redis.asyncio.connection import AbstractConnection, parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -72,18 +94,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the Redis hub needs redis-py: pip install 'legato[redis]'") from exc
 
 from .. import jsoncodec
-from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, Sink, Stored, id_key,
-                      replay_gap)
+from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, PublishOutcomeUnknown,
+                      Sink, Stored, id_key, replay_gap)
+from .pipeline import Pipeline
+from .resp import ReplyError
 
 __all__ = ["RedisBackend", "State"]
 
 logger = logging.getLogger("legato.hub")
 
-# KEYS[1] stream; ARGV: channel, maxlen, keep, ttl in ms (0: persist), data.
+# KEYS[1] stream, KEYS[2] epoch; ARGV: channel, maxlen, keep, stream ttl in ms (0:
+# persist), data, epoch ttl in ms (0: persist).
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[5])
 if ARGV[4] == '0' then redis.call('PERSIST', KEYS[1])
 else redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if ARGV[6] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[5])
 return id
 """
@@ -131,7 +157,20 @@ end
 return out
 """
 
-_Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it
+# KEYS[1] presence count hash; ARGV: heartbeat key prefix, this process's id.
+# The members of live processes; deletes the counts of dead ones.
+_COUNT = """
+local flat = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #flat, 2 do
+  if flat[i] == ARGV[2] or redis.call('EXISTS', ARGV[1] .. flat[i]) == 1 then
+    total = total + tonumber(flat[i + 1])
+  else redis.call('HDEL', KEYS[1], flat[i]) end
+end
+return total
+"""
+
+_Entry = list[Any]  # a stream entry as RESP carries it: [id, [b"k", keep, b"d", data]]
 _TEXT, _BINARY = 0x74, 0x62  # b"t", b"b": the type byte of the data
 _KEYED_TEXT, _KEYED_BINARY = 0x54, 0x42  # b"T", b"B": the same, a key first
 _REFILL_PAGE = 1000  # stream entries per XRANGE while refilling a gap
@@ -161,18 +200,23 @@ class RedisBackend:
     * ``prefix``: of every key and channel, so apps can share a Redis.
     * ``presence_ttl`` (s, 15): a dead process's members vanish at most this long after
       it died; its heartbeat costs one round trip per third of it.
-    * ``reconnect_backoff`` (s, (0.1, 5.0)): first and longest wait between attempts;
-      5 s caps the extra delay after a Redis restart while sparing a struggling Redis.
+    * ``reconnect_backoff`` (s, (0.05, 1.0)): first and longest wait between attempts
+      to reconnect the subscription; a command answered again cuts the wait short.
+      1 s caps what a quiet process's subscribers wait after Redis returns; an attempt
+      is one connection and a SUBSCRIBE, nothing a restarted Redis struggles with.
     * ``history_default`` (messages, 0): kept per topic when ``publish`` does not say.
+    * ``history_ttl`` (s, 86,400): a topic's history (and epoch) expires this long after
+      its last message; 0 keeps it for ever. A day covers a client away overnight.
     * ``gap_window`` (messages, 100) and ``gap_ttl`` (s, 60): what a topic without
       history still keeps for refilling the gap of a process that lost pub/sub.
-    * ``timeout`` (s, 1.0): to connect and per command, so ``publish`` fails fast.
-    * ``ping_interval`` (s, 5.0): silence on the pub/sub connection before a PING; no
-      answer within as long again means a dead connection (a host gone without a RST).
-    * ``max_connections`` (32): command connections (publish, history, presence);
-      more concurrent commands wait up to ``timeout`` for one. Redis answers in
-      microseconds, so 32 carry thousands of publishes per second without a connection
-      storm from each worker; the pub/sub connection is one more.
+    * ``timeout`` (s, 1.0): to connect, and the longest silence of Redis while it owes
+      replies, so ``publish`` fails fast and a hung Redis is an outage within it.
+    * ``ping_interval`` (s, 1.0): silence on the pub/sub connection before a PING; no
+      answer within ``timeout`` means a dead connection (a hung Redis, a host gone
+      without a RST): a hung Redis is reported within ``ping_interval + timeout``.
+    * ``max_pending`` (commands, 10,000): queued or awaiting a reply on the command
+      connection; a caller beyond it waits for room (see pipeline.py). 10,000 is
+      about 2 MB of small publishes and a fraction of a second of Redis's work.
 
     Counters: ``reconnects``, ``messages_refilled``. One ``start()``/``stop()`` cycle.
     """
@@ -183,26 +227,29 @@ class RedisBackend:
         *,
         prefix: str = "legato",
         presence_ttl: float = 15.0,
-        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        reconnect_backoff: tuple[float, float] = (0.05, 1.0),
         history_default: int = 0,
+        history_ttl: float = 86_400.0,
         gap_window: int = 100,
         gap_ttl: float = 60.0,
         timeout: float = 1.0,
-        ping_interval: float = 5.0,
-        max_connections: int = 32,
+        ping_interval: float = 1.0,
+        max_pending: int = 10_000,
     ) -> None:
         first, longest = reconnect_backoff
         if not 0 < first <= longest:
             raise ValueError("reconnect_backoff must be (first, longest) with 0 < first <= longest")
         if presence_ttl <= 0 or timeout <= 0 or ping_interval <= 0 or gap_ttl <= 0:
             raise ValueError("presence_ttl, timeout, ping_interval and gap_ttl must be > 0")
-        if history_default < 0 or gap_window < 0 or max_connections < 1:
-            raise ValueError("history_default, gap_window must be >= 0, max_connections >= 1")
+        if history_default < 0 or gap_window < 0 or max_pending < 1 or history_ttl < 0:
+            raise ValueError("history_default, gap_window, history_ttl must be >= 0, "
+                             "max_pending >= 1")
         self.prefix = prefix
         self.process_id = uuid.uuid4().hex
         self.presence_ttl = presence_ttl
         self.reconnect_backoff = (first, longest)
         self.history_default = history_default
+        self.history_ttl = history_ttl
         self.gap_window = gap_window
         self.gap_ttl = gap_ttl
         self.ping_interval = ping_interval
@@ -210,13 +257,12 @@ class RedisBackend:
         self.reconnects = 0
         self.messages_refilled = 0
         name = re.sub(r"[^\w.:-]", "_", f"{prefix}:{self.process_id[:12]}")
-        self._client = Redis(connection_pool=_pool(url, timeout, name + ":cmd",
-                                                   max_connections))
+        options = {k: v for k, v in parse_url(url).items() if k != "prefix"}
+        self._pipe = Pipeline(options, client_name=name + ":cmd", timeout=timeout,
+                              max_pending=max_pending, on_ready=self._answered_again,
+                              on_stall=self._went_silent)
         self._sub_pool = _pool(url, timeout, name + ":sub", 1)
-        self._publish_script = self._client.register_script(_PUBLISH)
-        self._history_script = self._client.register_script(_HISTORY)
-        self._replay_script = self._client.register_script(_REPLAY)
-        self._presence = _Presence(self._client, prefix, self.process_id, presence_ttl)
+        self._presence = _Presence(self._pipe, prefix, self.process_id, presence_ttl)
         self._state = State.IDLE
         self._sink: Sink | None = None
         self._on_event: EventSink | None = None
@@ -224,19 +270,45 @@ class RedisBackend:
         self._channels: dict[bytes, str] = {}  # listened channel → topic
         self._last: dict[str, str] = {}  # topic → last id delivered (or seen at listen)
         self._fenced: set[str] = set()  # topics that may see ids already refilled
+        # topic → ids this process published and delivered itself while its
+        # subscription was down: skipped when the refill or the live copy brings them.
+        self._early: dict[str, set[str]] = {}
         self._acks: dict[bytes, asyncio.Future[None]] = {}  # SUBSCRIBEs listen() awaits
         self._down_since: float | None = None
+        self._wake = asyncio.Event()  # cuts a reconnection backoff short
+        self._reader: asyncio.Task[None] | None = None
+        self._silent = False  # the command connection found Redis hung
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def state(self) -> State:
         return self._state
 
+    @property
+    def pipeline(self) -> Pipeline:
+        """The command connection (its counters: ``written``, ``connections``, ``stalls``)."""
+        return self._pipe
+
     def _stream(self, topic: str) -> str:
         return f"{self.prefix}:stream:{topic}"
 
     def _channel(self, topic: str) -> bytes:
         return f"{self.prefix}:topic:{topic}".encode()
+
+    def _epoch_key(self, topic: str) -> str:
+        return f"{self.prefix}:epoch:{topic}"
+
+    async def _command(self, what: str, *args: bytes | str | int) -> Any:
+        """A read or a write whose outcome matters less than a publish's: any failure
+        is ``HubUnavailable`` ("cannot <what>"), a refusal too. The reply is Any: its
+        shape is the command's (bulk strings as bytes, arrays as lists)."""
+        try:
+            reply = await self._pipe.call(*args)
+        except HubUnavailable as exc:
+            raise HubUnavailable(f"cannot {what}: {exc}") from None
+        if isinstance(reply, ReplyError):
+            raise HubUnavailable(f"cannot {what}: Redis said {reply}")
+        return reply
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -246,7 +318,7 @@ class RedisBackend:
         self._set_state(State.CONNECTING)
         try:
             connected = await self._connect()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, HubUnavailable) as exc:
             await self._lost(exc)
         else:
             await self._connected(*connected)
@@ -265,8 +337,7 @@ class RedisBackend:
                 await task
         await self._presence.clear()
         await self._drop()
-        await self._client.aclose()
-        await self._client.connection_pool.disconnect()
+        await self._pipe.close()
         await self._sub_pool.disconnect()
 
     def _set_state(self, state: State) -> bool:
@@ -276,27 +347,59 @@ class RedisBackend:
         self._state = state
         return True
 
+    def _answered_again(self) -> None:
+        """The command connection reconnected: Redis answers, so reconnect the
+        subscription now rather than at the end of its backoff (issue 18 item 4)."""
+        if self._state is State.DISCONNECTED:
+            self._wake.set()
+
+    def _went_silent(self) -> None:
+        """Redis owes the command connection replies and stays silent: hung. The
+        subscription is as dead: drop it now, and report the outage."""
+        if self._state is State.CONNECTED and self._reader is not None:
+            self._silent = True
+            self._reader.cancel()
+
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, topic: str, payload: str | bytes, *,
                       history: int | None = None, key: str | None = None) -> str:
-        """Store and broadcast; returns the stream id. ``HubUnavailable``: not published."""
+        """Store and broadcast; returns the stream id. ``HubUnavailable``: not published;
+        ``PublishOutcomeUnknown``: Redis went silent after it got the command."""
         keep = self.history_default if history is None else history
         if keep < 0:
             raise ValueError("history must be >= 0")
         if self._state is State.CLOSED:
             raise HubUnavailable("the hub's Redis backend is stopped")
         data = _encode(payload, key)
-        ttl = 0 if keep else int(self.gap_ttl * 1000)
+        history_ms = int(self.history_ttl * 1000)
+        ttl = history_ms if keep else int(self.gap_ttl * 1000)
         try:
-            raw = await self._publish_script(
-                keys=[self._stream(topic)],
+            raw = await self._pipe.call(
+                "EVAL", _PUBLISH, 2, self._stream(topic), self._epoch_key(topic),
                 # k + 1: the newest message a topic no longer keeps stays in the stream,
                 # so replay() can tell a resume from just before the kept ones (no gap).
-                args=[self._channel(topic), max(keep + 1, self.gap_window), keep, ttl, data])
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from exc
-        return _text(raw)
+                self._channel(topic), max(keep + 1, self.gap_window), keep, ttl, data,
+                history_ms)
+        except PublishOutcomeUnknown as exc:
+            raise PublishOutcomeUnknown(f"publish to {topic!r}: {exc}") from None
+        except HubUnavailable as exc:
+            raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from None
+        if isinstance(raw, ReplyError):
+            raise HubUnavailable(f"cannot publish to {topic!r}: Redis said {raw}")
+        message_id = _text(raw)  # type: ignore[arg-type]
+        if self._state is not State.CONNECTED:
+            self._deliver_early(topic, message_id, payload, key)
+        return message_id
+
+    def _deliver_early(self, topic: str, message_id: str, payload: str | bytes,
+                       key: str | None) -> None:
+        """Redis has it, the subscription is down: this process's subscribers need not
+        wait for the reconnection (issue 18 item 4); the copy Redis brings later is
+        skipped, so it is delivered once, under Redis's id."""
+        if self._channel(topic) in self._channels:
+            self._early.setdefault(topic, set()).add(message_id)
+            self._call_sink(topic, message_id, payload, key)
 
     async def history(self, topic: str, since: str | None = None,
                       limit: int | None = None) -> list[Stored]:
@@ -305,11 +408,9 @@ class RedisBackend:
         if limit is not None and limit <= 0:
             return []
         start = "-" if since is None else _after(since)
-        try:
-            entries = await self._history_script(keys=[self._stream(topic)],
-                                                 args=[start, limit or 0])
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
+        entries = await self._command(f"read the history of {topic!r}", "EVAL", _HISTORY, 1,
+                                      self._stream(topic), start, limit or 0)
+        assert isinstance(entries, list)
         # Raw entries: [id, [b"k", keep, b"d", data]], newest first.
         return [(_text(i), *_payload(fields[3])) for i, fields in reversed(entries)]
 
@@ -317,11 +418,10 @@ class RedisBackend:
         """History after ``since`` for a client that resumes, with a :class:`Gap` when
         the stream no longer reaches back to it: trimmed, or gone (Redis restarted
         empty, the key deleted or expired), or ``since`` is newer than its newest."""
-        try:
-            newest, oldest, entries = await self._replay_script(
-                keys=[self._stream(topic)], args=[_after(since)])
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot read the history of {topic!r}: {exc}") from exc
+        reply = await self._command(f"read the history of {topic!r}", "EVAL", _REPLAY, 1,
+                                    self._stream(topic), _after(since))
+        assert isinstance(reply, list)
+        newest, oldest, entries = reply
         keep = int(entries[0][1][1]) if entries else 0
         trimmed = len(entries) > keep
         if trimmed:
@@ -351,9 +451,9 @@ class RedisBackend:
                 await asyncio.wait_for(ack, self.timeout)
             self._acks.pop(channel, None)
         if topic not in self._last:  # where a later gap refill starts
-            with suppress(RedisError, OSError):
-                newest: list[_Entry] = await self._client.xrevrange(  # type: ignore[assignment]
-                    self._stream(topic), count=1)
+            with suppress(HubUnavailable):
+                newest = await self._command("read a stream", "XREVRANGE",
+                                             self._stream(topic), "+", "-", "COUNT", 1)
                 if channel in self._channels:  # not unlistened meanwhile
                     self._last.setdefault(topic, _text(newest[0][0]) if newest else "0-0")
 
@@ -363,6 +463,7 @@ class RedisBackend:
             return
         self._last.pop(topic, None)
         self._fenced.discard(topic)
+        self._early.pop(topic, None)
         await self._send("UNSUBSCRIBE", channel)
 
     async def _send(self, *command: str | bytes) -> None:
@@ -385,36 +486,35 @@ class RedisBackend:
     async def members(self, topic: str) -> dict[str, Any]:
         return await self._presence.members(topic)
 
+    async def count(self, topic: str) -> int:
+        """How many members ``topic`` has in live processes, without listing them."""
+        return await self._presence.count(topic)
+
     # ------------------------------------------------------------------ epochs, claims
 
     async def epoch(self, topic: str) -> str:
         """The topic's epoch, kept in Redis beside its stream: when Redis loses its data
-        (restarted without persistence, flushed) the epoch goes with the history, and a
-        new one tells resuming clients that their ids belong to a history that is gone."""
+        (restarted without persistence, flushed, or the topic idle past ``history_ttl``)
+        the epoch goes with the history, and a new one tells resuming clients that
+        their ids belong to a history that is gone."""
         fresh = uuid.uuid4().hex[:16]
-        try:
-            # SET NX GET (Redis 7): the epoch there, or ours once we set it.
-            old = await self._client.set(f"{self.prefix}:epoch:{topic}", fresh, nx=True,
-                                         get=True)
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot read the epoch of {topic!r}: {exc}") from exc
-        return fresh if old is None else _text(old)  # type: ignore[arg-type]
+        # SET NX GET (Redis 7): the epoch there, or ours once we set it.
+        ttl = ("PX", int(self.history_ttl * 1000)) if self.history_ttl else ()
+        old = await self._command(f"read the epoch of {topic!r}", "SET",
+                                  self._epoch_key(topic), fresh, "NX", "GET", *ttl)
+        return fresh if old is None else _text(old)
 
     async def claim(self, key: str, ttl: float) -> str | None:
         """Take ``key`` in Redis for every process: None when it was free, else the
         value it was settled with ("" while its first claimer is still at work)."""
-        try:
-            old = await self._client.set(f"{self.prefix}:once:{key}", "", nx=True,
-                                         px=int(ttl * 1000), get=True)
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot check a publish's once key: {exc}") from exc
-        return None if old is None else _text(old)  # type: ignore[arg-type]
+        old = await self._command("check a publish's once key", "SET",
+                                  f"{self.prefix}:once:{key}", "", "NX", "PX",
+                                  int(ttl * 1000), "GET")
+        return None if old is None else _text(old)
 
     async def settle(self, key: str, value: str, ttl: float) -> None:
-        try:
-            await self._client.set(f"{self.prefix}:once:{key}", value, px=int(ttl * 1000))
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot record a publish's once key: {exc}") from exc
+        await self._command("record a publish's once key", "SET", f"{self.prefix}:once:{key}",
+                            value, "PX", int(ttl * 1000))
 
     # ------------------------------------------------------------------ pub/sub connection
 
@@ -424,12 +524,11 @@ class RedisBackend:
         while self._state is not State.CLOSED:
             if self._state is State.CONNECTED and self._conn is not None:
                 attempt = 0
-                try:
-                    await self._read(self._conn)
-                except Exception as exc:  # Redis, socket, or a reply we did not expect
-                    await self._lost(exc)
+                await self._read_until_lost(self._conn)
                 continue
-            await asyncio.sleep(self._backoff(attempt))
+            self._wake.clear()
+            with suppress(asyncio.TimeoutError):  # a command answered again ends it
+                await asyncio.wait_for(self._wake.wait(), self._backoff(attempt))
             attempt += 1
             if not self._set_state(State.CONNECTING):
                 return
@@ -440,6 +539,24 @@ class RedisBackend:
                 self._set_state(State.DISCONNECTED)
                 continue
             await self._connected(*connected)
+
+    async def _read_until_lost(self, conn: AbstractConnection) -> None:
+        """Read in a task of its own, which the command connection cancels when it
+        finds Redis hung (``_went_silent``): no need to wait for the PING."""
+        self._reader = reader = asyncio.create_task(self._read(conn),
+                                                    name="legato-hub-redis-reader")
+        try:
+            await reader
+        except asyncio.CancelledError:
+            if not self._silent or not reader.cancelled():
+                reader.cancel()
+                raise  # stop(): not ours
+            self._silent = False
+            await self._lost(TimeoutError("Redis stopped answering commands"))
+        except Exception as exc:  # Redis, socket, or a reply we did not expect
+            await self._lost(exc)
+        finally:
+            self._reader = None
 
     def _backoff(self, attempt: int) -> float:
         first, longest = self.reconnect_backoff
@@ -502,19 +619,24 @@ class RedisBackend:
     async def _refill_topic(self, topic: str, last: str) -> int:
         count, start, first = 0, last, True
         while True:
-            entries: list[_Entry] = await self._client.xrange(  # type: ignore[assignment]
-                self._stream(topic), start, "+", count=_REFILL_PAGE + 1)
+            entries: list[_Entry] = await self._command(
+                "refill a gap", "XRANGE", self._stream(topic), start, "+", "COUNT",
+                _REFILL_PAGE + 1)
             if first and last != "0-0" and (not entries or _text(entries[0][0]) != last):
                 # The stream no longer holds the last id delivered: trimmed, or Redis
                 # came back empty (or, harmlessly, a quiet topic's stream expired).
                 self._emit("gap", {"topic": topic, "after": last,
                                    "reason": "stream empty" if not entries else "trimmed"})
             first = False
+            early = self._early.get(topic)
             for raw_id, fields in entries:
                 message_id = _text(raw_id)
                 if message_id != last and self._channel(topic) in self._channels:
                     self._last[topic] = message_id
-                    self._call_sink(topic, message_id, *_payload(fields[b"d"]))
+                    if early and message_id in early:
+                        early.discard(message_id)  # delivered when it was published
+                        continue
+                    self._call_sink(topic, message_id, *_payload(fields[3]))
                     count += 1
             if len(entries) <= _REFILL_PAGE:
                 return count
@@ -525,7 +647,8 @@ class RedisBackend:
         pinged = False
         deliver = self._deliver
         while True:
-            reply = await conn.read_response(timeout=self.ping_interval)
+            reply = await conn.read_response(timeout=self.timeout if pinged
+                                             else self.ping_interval)
             if reply is None:  # silence: is the connection alive?
                 if pinged:
                     raise RedisConnectionError("no answer to PING on the pub/sub connection")
@@ -552,11 +675,31 @@ class RedisBackend:
                 if id_key(message_id) <= id_key(self._last[topic]):
                     return  # already delivered by the refill
                 self._fenced.discard(topic)
+            if self._early:
+                early = self._early.get(topic)
+                if early is not None and self._skip_early(topic, early, message_id):
+                    self._last[topic] = message_id
+                    return
         except (ValueError, KeyError, IndexError):
             logger.warning("hub redis: ignored a malformed message on %r", channel)
             return
         self._last[topic] = message_id
         self._call_sink(topic, message_id, payload, key)
+
+    def _skip_early(self, topic: str, early: set[str], message_id: str) -> bool:
+        """Was this live message delivered when it was published (``_early``)? Once
+        the subscription is back and a newer id arrives, the older ones never will."""
+        if message_id in early:
+            early.discard(message_id)
+            found = True
+        else:
+            found = False
+            if self._state is State.CONNECTED:
+                newer = id_key(message_id)
+                early.difference_update([i for i in early if id_key(i) < newer])
+        if not early:
+            del self._early[topic]
+        return found
 
     def _call_sink(self, topic: str, message_id: str, payload: str | bytes,
                    key: str | None) -> None:
@@ -606,20 +749,33 @@ class RedisBackend:
 
 
 class _Presence:
-    """This process's presence entries, and the heartbeat that keeps them alive."""
+    """This process's presence entries, and the heartbeat that keeps them alive.
 
-    def __init__(self, client: Redis, prefix: str, process_id: str, ttl: float) -> None:
-        self._client = client
+    The joins and leaves of one loop iteration are written in one go (``_flush``): a
+    room that 10,000 connections leave at once costs one write, not 10,000 waits for a
+    connection (issue 18 item 8). Per topic this process also writes how many members
+    it has there (``pcount``), so ``count()`` reads one number per process.
+    """
+
+    def __init__(self, pipe: Pipeline, prefix: str, process_id: str, ttl: float) -> None:
+        self._pipe = pipe
         self._prefix = prefix
         self._pid = process_id
         self._ttl_ms = max(1, int(ttl * 1000))
         self._proc = f"{prefix}:proc:{process_id}"
-        self._members_script = client.register_script(_MEMBERS)
         self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
         self._leaving: set[tuple[str, str]] = set()  # left while Redis was unreachable
+        self._lost: set[str] = set()  # topics whose write failed: the heartbeat rewrites
+        # Changes of this loop iteration: topic → (members added, members removed).
+        self._dirty: dict[str, tuple[dict[str, bytes], set[str]]] = {}
+        self._flushed: asyncio.Future[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def _hash(self, topic: str) -> str:
         return f"{self._prefix}:presence:{topic}"
+
+    def _counts(self, topic: str) -> str:
+        return f"{self._prefix}:pcount:{topic}"
 
     def _field(self, member: str) -> str:
         return f"{self._pid}:{member}"
@@ -627,8 +783,10 @@ class _Presence:
     async def join(self, topic: str, member: str, info: bytes) -> None:
         self._joined.setdefault(topic, {})[member] = info
         self._leaving.discard((topic, member))
-        with suppress(RedisError, OSError):  # the heartbeat writes it when Redis is back
-            await self._write({topic: {member: info}})
+        added, removed = self._dirty.setdefault(topic, ({}, set()))
+        added[member] = info
+        removed.discard(member)
+        await self._written()
 
     async def leave(self, topic: str, member: str) -> None:
         members = self._joined.get(topic)
@@ -636,80 +794,152 @@ class _Presence:
             return
         if not members:
             del self._joined[topic]
+        added, removed = self._dirty.setdefault(topic, ({}, set()))
+        added.pop(member, None)
+        removed.add(member)
+        await self._written()
+
+    async def _written(self) -> None:
+        """Wait for the write of this loop iteration's changes (never raises: what
+        could not be written is the heartbeat's to write)."""
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        await asyncio.shield(self._flushed)
+
+    def _start_flush(self) -> None:
+        done, self._flushed = self._flushed, None
+        dirty, self._dirty = self._dirty, {}
+        assert done is not None
+        task = asyncio.get_running_loop().create_task(self._flush(dirty, done))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, dirty: dict[str, tuple[dict[str, bytes], set[str]]],
+                     done: asyncio.Future[None]) -> None:
+        commands: list[tuple[bytes | str | int, ...]] = [
+            ("SET", self._proc, b"1", "PX", self._ttl_ms)]  # first: no member without it
+        for topic, (added, removed) in dirty.items():
+            if removed:
+                commands.append(("HDEL", self._hash(topic),
+                                 *(self._field(m) for m in removed)))
+            if added:
+                flat: list[bytes | str] = []
+                for member, info in added.items():
+                    flat += (self._field(member), info)
+                commands += [("HSET", self._hash(topic), *flat),
+                             ("PEXPIRE", self._hash(topic), self._ttl_ms)]
+            commands += self._count_commands(topic)
         try:
-            await self._client.hdel(self._hash(topic), self._field(member))
-        except (RedisError, OSError):
-            self._leaving.add((topic, member))
+            replies = await self._pipe.call_many(commands)
+            if any(isinstance(r, ReplyError) for r in replies):
+                raise HubUnavailable(f"Redis refused a presence write: {replies}")
+        except HubUnavailable as exc:
+            logger.debug("hub redis: presence write failed (%s); the heartbeat retries", exc)
+            for topic, (_, removed) in dirty.items():
+                self._leaving.update((topic, m) for m in removed)
+                self._lost.add(topic)
+        finally:
+            done.set_result(None)
+
+    def _count_commands(self, topic: str) -> list[tuple[bytes | str | int, ...]]:
+        count = len(self._joined.get(topic, ()))
+        if not count:
+            return [("HDEL", self._counts(topic), self._pid)]
+        return [("HSET", self._counts(topic), self._pid, count),
+                ("PEXPIRE", self._counts(topic), self._ttl_ms)]
 
     async def members(self, topic: str) -> dict[str, Any]:
         try:
-            flat = await self._members_script(keys=[self._hash(topic)],
-                                              args=[f"{self._prefix}:proc:", self._pid])
-        except (RedisError, OSError) as exc:
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from exc
-        return {_text(flat[i]).partition(":")[2]: jsoncodec.loads(flat[i + 1])
+            flat = await self._pipe.call("EVAL", _MEMBERS, 1, self._hash(topic),
+                                         f"{self._prefix}:proc:", self._pid)
+        except HubUnavailable as exc:
+            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
+        if not isinstance(flat, list):
+            raise HubUnavailable(f"cannot read the presence of {topic!r}: {flat!r}")
+        return {_text(flat[i]).partition(":")[2]: jsoncodec.loads(flat[i + 1])  # type: ignore[arg-type]
                 for i in range(0, len(flat), 2)}
 
-    async def _write(self, entries: dict[str, dict[str, bytes]]) -> None:
-        """Heartbeat first, then the fields: nobody sees them without a live process."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._proc, b"1", px=self._ttl_ms)
-        for topic, members in entries.items():
+    async def count(self, topic: str) -> int:
+        try:
+            total = await self._pipe.call("EVAL", _COUNT, 1, self._counts(topic),
+                                          f"{self._prefix}:proc:", self._pid)
+        except HubUnavailable as exc:
+            raise HubUnavailable(f"cannot count the presence of {topic!r}: {exc}") from None
+        if not isinstance(total, int):
+            raise HubUnavailable(f"cannot count the presence of {topic!r}: {total!r}")
+        return total
+
+    def _write_commands(self, topics: list[str]) -> list[tuple[bytes | str | int, ...]]:
+        """Heartbeat first, then the fields and counts: nobody sees them without a live
+        process."""
+        commands: list[tuple[bytes | str | int, ...]] = [
+            ("SET", self._proc, b"1", "PX", self._ttl_ms)]
+        for topic in topics:
+            members = self._joined.get(topic)
             if members:
-                pipe.hset(self._hash(topic), mapping={self._field(m): i
-                                                      for m, i in members.items()})
-                pipe.pexpire(self._hash(topic), self._ttl_ms)
-        await pipe.execute()
+                flat: list[bytes | str] = []
+                for member, info in members.items():
+                    flat += (self._field(member), info)
+                commands += [("HSET", self._hash(topic), *flat),
+                             ("PEXPIRE", self._hash(topic), self._ttl_ms)]
+            commands += self._count_commands(topic)
+        return commands
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
             try:
                 await self.beat()
-            except (RedisError, OSError) as exc:
+            except HubUnavailable as exc:
                 logger.debug("hub redis: presence heartbeat failed: %s", exc)
             except Exception:  # a bug: say it, keep the heartbeat alive
                 logger.exception("hub redis: presence heartbeat failed")
 
     async def beat(self) -> None:
         """Refresh the heartbeat and the hashes' TTLs; rewrite what Redis lost."""
-        if not self._joined and not self._leaving:
+        if not self._joined and not self._leaving and not self._lost:
             return
-        leaving, topics = list(self._leaving), list(self._joined)
-        pipe = self._client.pipeline(transaction=False)
-        for topic, member in leaving:
-            pipe.hdel(self._hash(topic), self._field(member))
-        pipe.set(self._proc, b"1", px=self._ttl_ms, xx=True)
+        leaving, topics, failed = list(self._leaving), list(self._joined), set(self._lost)
+        commands: list[tuple[bytes | str | int, ...]] = [
+            ("HDEL", self._hash(topic), self._field(member)) for topic, member in leaving]
+        commands.append(("SET", self._proc, b"1", "PX", self._ttl_ms, "XX"))
         for topic in topics:
-            pipe.pexpire(self._hash(topic), self._ttl_ms)
-        results = await pipe.execute()
+            commands += [("PEXPIRE", self._hash(topic), self._ttl_ms),
+                         ("PEXPIRE", self._counts(topic), self._ttl_ms)]
+        results = await self._pipe.call_many(commands)
         self._leaving.difference_update(leaving)
+        self._lost.difference_update(failed)
         alive, kept = results[len(leaving)], results[len(leaving) + 1:]
         # No heartbeat key: we stalled past the TTL and others may have deleted our
         # fields, or Redis restarted. No hash: Redis restarted or it expired.
-        lost = topics if not alive else [t for t, ok in zip(topics, kept, strict=True) if not ok]
+        lost = set(topics) if alive is None else {
+            t for t, ok, ok_count in zip(topics, kept[::2], kept[1::2], strict=True)
+            if not ok or not ok_count}
+        lost |= failed
         if lost:
-            await self._write({t: self._joined[t] for t in lost if t in self._joined})
+            await self._pipe.call_many(self._write_commands(sorted(lost)))
 
     async def clear(self) -> None:
         """Remove this process's entries and heartbeat (errors: they expire anyway)."""
-        pipe = self._client.pipeline(transaction=True)
+        commands: list[tuple[bytes | str | int, ...]] = []
         for topic, members in self._joined.items():
             if members:
-                pipe.hdel(self._hash(topic), *(self._field(m) for m in members))
+                commands.append(("HDEL", self._hash(topic),
+                                 *(self._field(m) for m in members)))
+            commands.append(("HDEL", self._counts(topic), self._pid))
         for topic, member in self._leaving:
-            pipe.hdel(self._hash(topic), self._field(member))
-        pipe.delete(self._proc)
-        with suppress(RedisError, OSError):
-            await pipe.execute()
+            commands.append(("HDEL", self._hash(topic), self._field(member)))
+        commands.append(("DEL", self._proc))
+        with suppress(HubUnavailable):
+            await self._pipe.call_many(commands)
         self._joined.clear()
         self._leaving.clear()
 
 
 def _pool(url: str, timeout: float, client_name: str, size: int) -> ConnectionPool:
-    """A pool for ``url`` with our settings over the URL's: fail fast, no hidden retry
-    (a retried XADD could publish twice), RESP2 replies as bytes; at most ``size``
-    connections, a command beyond waits up to ``timeout`` for one."""
+    """The pub/sub connection's pool for ``url``, our settings over the URL's: fail
+    fast, no hidden retry, RESP2 replies as bytes."""
     options: dict[str, Any] = dict(parse_url(url))
     options.update(
         socket_connect_timeout=timeout, socket_timeout=timeout,
