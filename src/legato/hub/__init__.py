@@ -32,7 +32,7 @@ from .. import jsoncodec
 from ..exceptions import HistoryGap, HTTPError
 from ..server.direct import send_all
 from ..typed import dump_value
-from .backend import (Backend, Gap, HubUnavailable, LocalIds, MemoryBackend,
+from .backend import (LOCAL_SEQ_BASE, Backend, Gap, HubUnavailable, LocalIds, MemoryBackend,
                       PublishOutcomeUnknown, SubscribeUnavailable, id_key)
 from .outbox import BATCH_LIMIT, Batch, Delivery, Outbox, count_sent
 from .settings import POLICIES, TopicSettings
@@ -152,7 +152,7 @@ class Hub:
         self.dropped = 0
         self.outages = 0
         self.gaps = 0
-        self._local_ids = LocalIds()
+        self._local_ids = LocalIds(LOCAL_SEQ_BASE)  # never an id Redis gives
         self.events: list[tuple[str, dict[str, Any]]] = []
         #: Called with each backend event (kind, details), after it is kept and counted:
         #: the channel layer tells its clients what an outage cost them.

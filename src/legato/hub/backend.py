@@ -145,11 +145,19 @@ class Backend(Protocol):
     async def settle(self, key: str, value: str, ttl: float) -> None: ...
 
 
-class LocalIds:
-    """Ids shaped like Redis Stream ids (``"<ms>-<seq>"``), growing in one process."""
+#: Sequence of the ids a hub gives what it delivers locally during an outage: the upper
+#: half of the 64-bit range, which Redis never reaches (2^63 messages in a millisecond),
+#: so such an id is never also the id of a message Redis carried.
+LOCAL_SEQ_BASE = 2**63
 
-    def __init__(self) -> None:
-        self._seq = itertools.count(0)
+
+class LocalIds:
+    """Ids shaped like Redis Stream ids (``"<ms>-<seq>"``), growing in one process;
+    sequences start at ``base`` in each millisecond."""
+
+    def __init__(self, base: int = 0) -> None:
+        self._base = base
+        self._seq = itertools.count(base)
         self._last_ms = 0
 
     def next_id(self) -> str:
@@ -157,7 +165,7 @@ class LocalIds:
         if ms <= self._last_ms:
             ms = self._last_ms  # the clock stepped back or stood still: ids still grow
         else:
-            self._seq = itertools.count(0)
+            self._seq = itertools.count(self._base)
         self._last_ms = ms
         return f"{ms}-{next(self._seq)}"
 

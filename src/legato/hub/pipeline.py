@@ -129,6 +129,7 @@ class Pipeline:
         self._inflight: deque[asyncio.Future[Reply]] = deque()  # written, unanswered
         self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for room
         self._reserved = 0  # callers let in that have not queued yet
+        self._handshaking = 0  # of _inflight: the connection's own commands
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._heard = 0.0  # loop time of the last byte from Redis (or of waiting's start)
@@ -161,8 +162,8 @@ class Pipeline:
 
     @property
     def pending(self) -> int:
-        """Commands queued or awaiting their reply."""
-        return len(self._queue) + len(self._inflight)
+        """Commands queued or awaiting their reply (a connection's handshake aside)."""
+        return len(self._queue) + len(self._inflight) - self._handshaking
 
     async def _room(self) -> None:
         """Wait, in arrival order, until the queue has room (or the connection fails)."""
@@ -237,6 +238,8 @@ class Pipeline:
                 self._broken(proto, ProtocolError("a reply to no command"))
                 return
             future = inflight.popleft()
+            if self._handshaking:
+                self._handshaking -= 1  # the handshake's replies come first
             if not future.done():
                 future.set_result(reply)
         self._wake()
@@ -276,6 +279,7 @@ class Pipeline:
             self._watchdog.cancel()
             self._watchdog = None
         inflight, self._inflight = self._inflight, deque()
+        self._handshaking = 0
         unknown = PublishOutcomeUnknown(f"Redis did not answer ({exc}): the command may "
                                         "or may not have run")
         for future in inflight:
@@ -316,6 +320,7 @@ class Pipeline:
                 proto.transport.abort()
             self._proto = None
             self._inflight.clear()
+            self._handshaking = 0
             if self._set_state(State.IDLE):
                 self._fail_queued(HubUnavailable(f"cannot connect to Redis: {exc!r}"))
             return
@@ -352,6 +357,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._inflight.extend(futures)
+        self._handshaking = len(futures)
         assert proto.transport is not None
         proto.transport.write(b"".join(encode_command(*c) for c in commands))
         return [await f for f in futures]
