@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
-from collections import deque
 from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
@@ -84,7 +83,9 @@ class HttpProtocol(Link):
         self._cycle: RequestCycle | None = None  # the request being served
         self._parsing: RequestCycle | None = None  # the request whose body is arriving
         self._pending_upgrade: tuple[str, str, dict[str, Any], Headers] | None = None
-        self._pipeline: deque[RequestCycle | _Reject] = deque()
+        # A list, not a deque: short (max_pipelined) and usually empty, and an empty
+        # deque is 760 bytes that every connection, WebSocket ones too, would hold.
+        self._pipeline: list[RequestCycle | _Reject] = []
         self._over_limit = False
         self._body_size = 0
 
@@ -320,7 +321,7 @@ class HttpProtocol(Link):
             self._close()
             return
         if self._pipeline:
-            item = self._pipeline.popleft()
+            item = self._pipeline.pop(0)
             if isinstance(item, _Reject):
                 self._reject(item)
             else:
@@ -353,6 +354,9 @@ class HttpProtocol(Link):
         method, version, scope, fields = pending
         self._pending_upgrade = None
         self._phase = _Phase.WEBSOCKET
+        # Nothing is parsed as HTTP any more: the parser (~900 bytes with its state)
+        # is let go rather than held for the connection's life.
+        self.parser = _LOST_PARSER
         self.websocket = WebSocketSession(self, method, version, scope, fields, rest)
 
     # ---------------------------------------------------------------------- errors

@@ -80,7 +80,9 @@ class WebSocketSession:
         self.on_shutdown: Callable[[], tuple[int, str, str | None]] | None = None
         self.conn: Connection | None = None
         self._rest = rest
-        self._queue: deque[dict[str, Any]] = deque()
+        #: Events the app has not taken yet; made when the first one must wait (an empty
+        #: deque is 760 bytes, which every idle connection would hold).
+        self._queue: deque[dict[str, Any]] | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._connect_sent = False
         self._close_code: int | None = None  # set once the connection has ended
@@ -295,6 +297,7 @@ class WebSocketSession:
         self.conn = accepted.connection(max_message_size=limit,
                                         hold_fail_close=self.config.ws_fail_grace > 0)
         self.phase = Phase.OPEN
+        self.offer = None  # its headers are the scope's too: not kept twice
         if self.access is not None:
             self.access.opened(subprotocol, len(response))
         self.http.write(response)
@@ -387,6 +390,8 @@ class WebSocketSession:
                 if not waiter.done():  # not cancelled
                     waiter.set_result(item)
                     continue
+            if queue is None:
+                queue = self._queue = deque()
             queue.append(item)
         if control:
             # Only a control frame, a failure or the end makes the engine answer
