@@ -347,7 +347,7 @@ async def test_18_8_the_count_forgets_a_process_that_died(redis_url: str, prefix
         for task in dead._tasks:  # it dies: no heartbeat, no clean-up
             task.cancel()
         await dead.pipeline.close()
-        await dead._sub_pool.disconnect()
+        await dead._drop()
         await asyncio.sleep(0.5)
         assert await alive.count("room") == 1
         assert list(await alive.members("room")) == ["me"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import parse_qsl
 from uuid import uuid4
 
@@ -123,12 +123,17 @@ class Hub:
 
     def __init__(self, url: str = "memory://", *, envelope: bool = True,
                  history: int = 0, policy: str = "drop_oldest", buffer: int = 256,
-                 close_code: int = 1013) -> None:
+                 close_code: int = 1013, strict: bool = True) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.url = url
         self.backend: Any = backend_for(url)
         self.envelope = envelope
+        #: What publish() does when the broker cannot take a message: raise (True), or
+        #: log a warning and return None (False: the App's default, so that a handler
+        #: written for the memory hub keeps its client during an outage; SPEC P4).
+        self.strict = strict
+        self._warned_at = -1e9
         self.defaults = TopicSettings(history, policy, buffer, close_code)
         self._settings: dict[str, TopicSettings] = {}
         self._subscribers: dict[str, set[Outbox]] = {}
@@ -223,15 +228,32 @@ class Hub:
 
     # ---------------------------------------------------------------- publishing
 
-    async def publish(self, topic: str, message: Any, *, key: str | None = None) -> str:
+    @overload
+    async def publish(self, topic: str, message: Any, *, key: str | None = None,
+                      strict: Literal[True]) -> str: ...
+    @overload
+    async def publish(self, topic: str, message: Any, *, key: str | None = None,
+                      strict: bool | None = None) -> str | None: ...
+
+    async def publish(self, topic: str, message: Any, *, key: str | None = None,
+                      strict: bool | None = None) -> str | None:
         """Send ``message`` to every subscriber of ``topic`` in every process; return
         its id (published once, under that id).
 
-        ``HubUnavailable`` (``delivered_locally=True``): the broker is unreachable and
-        the message certainly reached no other process; this process's subscribers got
-        it. ``PublishOutcomeUnknown`` (a ``HubUnavailable``, ``delivered_locally=False``):
-        the broker got it and went silent; it may still reach every process, this one
-        included, once, when the broker resumes, so it is not delivered locally now.
+        When the broker cannot take it, with ``strict`` (the hub's ``strict`` unless
+        given; a bare ``Hub`` is strict, the App's hub is not, ``App(hub_strict=True)``):
+
+        - ``HubUnavailable`` (``delivered_locally=True``): the broker is unreachable and
+          the message certainly reached no other process; this process's subscribers
+          got it.
+        - ``PublishOutcomeUnknown`` (a ``HubUnavailable``, ``delivered_locally=False``):
+          the broker got it and went silent; it may still reach every process, this one
+          included, once, when the broker resumes, so it is not delivered locally now.
+
+        Not strict: the same happens, but instead of raising, publish() logs a warning
+        (at most one every 10 s) and returns None: the message was not published to
+        every process (yet). Either way it is counted (``published_locally``).
+
         Many concurrent publishes queue for the broker (bounded, then they wait for
         room): a healthy broker is never reported unavailable.
 
@@ -252,8 +274,12 @@ class Hub:
         try:
             message_id: str = await self.backend.publish(
                 topic, payload, history=self.settings(topic).history, key=key)
-        except PublishOutcomeUnknown:
-            raise  # Redis may deliver it yet: a local copy now could make two
+        except PublishOutcomeUnknown as exc:
+            # Redis may deliver it yet: a local copy now could make two.
+            if strict if strict is not None else self.strict:
+                raise
+            self._not_published(topic, exc)
+            return None
         except HubUnavailable as exc:
             # The broker is down: this process's subscribers still get the message (local
             # delivery goes on), and the caller learns that no other process did.
@@ -261,10 +287,23 @@ class Hub:
             reached = len(self._subscribers.get(topic, ()))
             self._deliver(topic, local, payload, key)
             self.published_locally += 1
-            raise HubUnavailable(f"{exc}; delivered to this process's {reached} "
-                                 "subscriber(s) only", delivered_locally=True) from exc
+            failure = HubUnavailable(f"{exc}; delivered to this process's {reached} "
+                                     "subscriber(s) only", delivered_locally=True)
+            if strict if strict is not None else self.strict:
+                raise failure from exc
+            self._not_published(topic, failure)
+            return None
         self.published += 1
         return message_id
+
+    def _not_published(self, topic: str, exc: HubUnavailable) -> None:
+        """A publish that is not strict: a warning now and then, not an exception."""
+        now = asyncio.get_running_loop().time()
+        if now - self._warned_at >= 10.0:
+            self._warned_at = now
+            logger.warning("hub: a message on %r was not published to every process: "
+                           "%s (publish(strict=True) raises instead; further ones in "
+                           "the next 10 s are not logged)", topic, exc)
 
     async def publish_frame(self, topic: str, frame: str) -> None:
         """Send ``frame`` (JSON text) to the subscribers of ``topic`` as it is, without the

@@ -49,7 +49,7 @@ from typing import Any, cast
 from .backend import HubUnavailable, PublishOutcomeUnknown
 from .resp import ProtocolError, Reply, ReplyError, ReplyParser, encode_command
 
-__all__ = ["Pipeline", "State"]
+__all__ = ["Command", "Pipeline", "State", "handshake", "open_connection"]
 
 logger = logging.getLogger("legato.hub")
 
@@ -306,10 +306,9 @@ class Pipeline:
     async def _connect(self) -> None:
         """Connect and run the handshake (AUTH, SELECT, CLIENT SETNAME) before anything
         queued is written: a Redis that does not answer it fails the queue as unsent."""
-        loop = asyncio.get_running_loop()
         proto = _Protocol(self)
         try:
-            await asyncio.wait_for(self._open(loop, proto), self.timeout)
+            await asyncio.wait_for(open_connection(self.options, proto), self.timeout)
             self._proto = proto
             replies = await asyncio.wait_for(self._handshake(proto), self.timeout)
             refused = [r for r in replies if isinstance(r, ReplyError)]
@@ -334,26 +333,8 @@ class Pipeline:
         if self.on_ready is not None:
             self.on_ready()
 
-    async def _open(self, loop: asyncio.AbstractEventLoop, proto: _Protocol) -> None:
-        options = self.options
-        if options.get("path"):
-            await loop.create_unix_connection(lambda: proto, options["path"])
-            return
-        context = None
-        if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
-            context = ssl.create_default_context()
-        await loop.create_connection(lambda: proto, options.get("host", "127.0.0.1"),
-                                     int(options.get("port", 6379)), ssl=context)
-
     async def _handshake(self, proto: _Protocol) -> list[Reply]:
-        options, commands = self.options, []
-        if options.get("password"):
-            user = options.get("username")
-            commands.append(("AUTH", user, options["password"]) if user
-                            else ("AUTH", options["password"]))
-        if int(options.get("db") or 0):
-            commands.append(("SELECT", int(options["db"])))
-        commands.append(("CLIENT", "SETNAME", self.client_name))
+        commands = handshake(self.options, self.client_name)
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._inflight.extend(futures)
@@ -390,3 +371,29 @@ class Pipeline:
         self._inflight.clear()
         if proto is not None and proto.transport is not None:
             proto.transport.close()
+
+
+async def open_connection(options: dict[str, Any], protocol: asyncio.Protocol) -> None:
+    """Connect ``protocol`` to the Redis of ``options`` (TCP, TLS or a Unix socket)."""
+    loop = asyncio.get_running_loop()
+    if options.get("path"):
+        await loop.create_unix_connection(lambda: protocol, options["path"])
+        return
+    context = None
+    if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
+        context = ssl.create_default_context()
+    await loop.create_connection(lambda: protocol, options.get("host", "127.0.0.1"),
+                                 int(options.get("port", 6379)), ssl=context)
+
+
+def handshake(options: dict[str, Any], client_name: str) -> list[Command]:
+    """What a new connection sends first: AUTH, SELECT, CLIENT SETNAME."""
+    commands: list[Command] = []
+    if options.get("password"):
+        user = options.get("username")
+        commands.append(("AUTH", user, options["password"]) if user
+                        else ("AUTH", options["password"]))
+    if int(options.get("db") or 0):
+        commands.append(("SELECT", int(options["db"])))
+    commands.append(("CLIENT", "SETNAME", client_name))
+    return commands

@@ -83,13 +83,8 @@ import uuid
 from contextlib import suppress
 from typing import Any
 
-try:
-    from redis.asyncio import BlockingConnectionPool, ConnectionPool
-    from redis.asyncio.connection import AbstractConnection, parse_url
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+try:  # its URL parsing only: both connections are ours (pipeline.py, subscriber.py)
+    from redis.asyncio.connection import parse_url
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the Redis hub needs redis-py: pip install 'legato[redis]'") from exc
 
@@ -97,7 +92,8 @@ from .. import jsoncodec
 from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, PublishOutcomeUnknown,
                       Sink, Stored, id_key, replay_gap)
 from .pipeline import Pipeline
-from .resp import ReplyError
+from .resp import Reply, ReplyError
+from .subscriber import PubSubConnection
 
 __all__ = ["RedisBackend", "State"]
 
@@ -261,12 +257,14 @@ class RedisBackend:
         self._pipe = Pipeline(options, client_name=name + ":cmd", timeout=timeout,
                               max_pending=max_pending, on_ready=self._answered_again,
                               on_stall=self._went_silent)
-        self._sub_pool = _pool(url, timeout, name + ":sub", 1)
+        self._options, self._sub_name = options, name + ":sub"
         self._presence = _Presence(self._pipe, prefix, self.process_id, presence_ttl)
         self._state = State.IDLE
         self._sink: Sink | None = None
         self._on_event: EventSink | None = None
-        self._conn: AbstractConnection | None = None
+        self._conn: PubSubConnection | None = None  # while CONNECTED
+        self._opening: PubSubConnection | None = None  # while CONNECTING
+        self._holding: list[tuple[bytes, bytes]] | None = None  # live, while refilling
         self._channels: dict[bytes, str] = {}  # listened channel → topic
         self._last: dict[str, str] = {}  # topic → last id delivered (or seen at listen)
         self._fenced: set[str] = set()  # topics that may see ids already refilled
@@ -318,7 +316,7 @@ class RedisBackend:
         self._set_state(State.CONNECTING)
         try:
             connected = await self._connect()
-        except (RedisError, OSError, HubUnavailable) as exc:
+        except (OSError, asyncio.TimeoutError, HubUnavailable) as exc:
             await self._lost(exc)
         else:
             await self._connected(*connected)
@@ -338,7 +336,6 @@ class RedisBackend:
         await self._presence.clear()
         await self._drop()
         await self._pipe.close()
-        await self._sub_pool.disconnect()
 
     def _set_state(self, state: State) -> bool:
         if state not in _TRANSITIONS[self._state]:
@@ -446,7 +443,7 @@ class RedisBackend:
         self._channels[channel] = topic
         if self._state is State.CONNECTED:
             ack = self._acks[channel] = asyncio.get_running_loop().create_future()
-            await self._send("SUBSCRIBE", channel)
+            self._send("SUBSCRIBE", channel)
             with suppress(asyncio.TimeoutError):  # _lost() resolves it at once
                 await asyncio.wait_for(ack, self.timeout)
             self._acks.pop(channel, None)
@@ -464,15 +461,14 @@ class RedisBackend:
         self._last.pop(topic, None)
         self._fenced.discard(topic)
         self._early.pop(topic, None)
-        await self._send("UNSUBSCRIBE", channel)
+        self._send("UNSUBSCRIBE", channel)
 
-    async def _send(self, *command: str | bytes) -> None:
+    def _send(self, *command: str | bytes) -> None:
+        """To the pub/sub connection while connected (a broken one: the watch sees it;
+        while connecting, ``_connected`` sends what changed)."""
         conn = self._conn
-        # Checked right before the send, with no await in between: redis-py would
-        # otherwise reconnect a dropped connection silently, behind the reader's back.
-        if self._state is State.CONNECTED and conn is not None and conn.is_connected:
-            with suppress(RedisError, OSError):  # the reader sees the failure too
-                await conn.send_command(*command, check_health=False)
+        if self._state is State.CONNECTED and conn is not None:
+            conn.send(*command)
 
     # ------------------------------------------------------------------ presence
 
@@ -540,11 +536,11 @@ class RedisBackend:
                 continue
             await self._connected(*connected)
 
-    async def _read_until_lost(self, conn: AbstractConnection) -> None:
-        """Read in a task of its own, which the command connection cancels when it
+    async def _read_until_lost(self, conn: PubSubConnection) -> None:
+        """Watch in a task of its own, which the command connection cancels when it
         finds Redis hung (``_went_silent``): no need to wait for the PING."""
-        self._reader = reader = asyncio.create_task(self._read(conn),
-                                                    name="legato-hub-redis-reader")
+        self._reader = reader = asyncio.create_task(self._watch(conn),
+                                                    name="legato-hub-redis-watch")
         try:
             await reader
         except asyncio.CancelledError:
@@ -553,7 +549,7 @@ class RedisBackend:
                 raise  # stop(): not ours
             self._silent = False
             await self._lost(TimeoutError("Redis stopped answering commands"))
-        except Exception as exc:  # Redis, socket, or a reply we did not expect
+        except Exception as exc:  # the connection ended, or a PING went unanswered
             await self._lost(exc)
         finally:
             self._reader = None
@@ -563,48 +559,52 @@ class RedisBackend:
         delay = min(longest, first * 2.0 ** min(attempt, 32))
         return delay * (0.5 + random.random() / 2)  # jitter: spread a herd of processes
 
-    async def _connect(self) -> tuple[AbstractConnection, set[bytes], int]:
+    async def _connect(self) -> tuple[PubSubConnection, set[bytes], int]:
         """Connect, SUBSCRIBE every listened topic, refill the gaps. Returns the
-        connection, the channels subscribed and the number of messages refilled."""
-        conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
+        connection, the channels subscribed and the number of messages refilled.
+        Live messages that come meanwhile wait (``_holding``) until the refill is done."""
+        conn = await PubSubConnection.open(self._options, self._sub_name, self.timeout,
+                                           self._on_replies)
+        self._opening, self._holding = conn, []
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
             channels = set(self._channels)
-            early = await self._subscribe(conn, list(channels)) if channels else []
+            if channels:
+                await self._subscribe(conn, list(channels))
             refilled = await self._refill()
-            for channel, frame in early:  # live messages that came with the acks
+            held, self._holding = self._holding, None
+            for channel, frame in held:  # live messages that came with the acks
                 self._deliver(channel, frame)
         except BaseException:
-            await conn.disconnect(nowait=True)
+            conn.abort()
             raise
+        finally:
+            self._opening, self._holding = None, None
         return conn, channels, refilled
 
-    async def _connected(self, conn: AbstractConnection, channels: set[bytes],
+    async def _connected(self, conn: PubSubConnection, channels: set[bytes],
                          refilled: int) -> None:
         self._conn = conn
         if not self._set_state(State.CONNECTED):
             await self._drop()  # stop() came first
             return
         # Topics (un)listened while connecting; from now on listen() sends by itself.
-        changes = [(("SUBSCRIBE" if c in self._channels else "UNSUBSCRIBE"), c)
-                   for c in channels.symmetric_difference(self._channels)]
-        for command, channel in changes:
-            await self._send(command, channel)
+        for channel in channels.symmetric_difference(self._channels):
+            self._send("SUBSCRIBE" if channel in self._channels else "UNSUBSCRIBE", channel)
         self._recovered(refilled)
 
-    async def _subscribe(self, conn: AbstractConnection,
-                         channels: list[bytes]) -> list[tuple[bytes, bytes]]:
-        """SUBSCRIBE and wait for every ack, so a refill cannot miss a message
-        published between the two; returns messages that arrived among the acks."""
-        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
-        acks, early = 0, []
-        while acks < len(channels):
-            reply = await conn.read_response()
-            if reply[0] == b"subscribe":
-                acks += 1
-            elif reply[0] == b"message":
-                early.append((reply[1], reply[2]))
-        return early
+    async def _subscribe(self, conn: PubSubConnection, channels: list[bytes]) -> None:
+        """SUBSCRIBE and wait for every ack (``timeout``), so a refill cannot miss a
+        message published between the two."""
+        loop = asyncio.get_running_loop()
+        acks = []
+        for channel in channels:
+            acks.append(self._acks.setdefault(channel, loop.create_future()))
+        conn.send("SUBSCRIBE", *channels)
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), self.timeout)
+        finally:
+            for channel in channels:
+                self._acks.pop(channel, None)
 
     async def _refill(self) -> int:
         """Deliver, per topic, what the stream holds after the last delivered id."""
@@ -642,24 +642,43 @@ class RedisBackend:
                 return count
             start = last = _text(entries[-1][0])
 
-    async def _read(self, conn: AbstractConnection) -> None:
-        """The listening loop: one reply per message, no task or dict per message."""
-        pinged = False
-        deliver = self._deliver
+    async def _watch(self, conn: PubSubConnection) -> None:
+        """Until the connection ends: after ``ping_interval`` of silence a PING, and
+        no answer within ``timeout`` is a dead connection (a hung Redis, a host gone
+        without a RST). Messages do not pass here: ``_on_replies`` gets them."""
+        loop = asyncio.get_running_loop()
+        closed = conn.closed
         while True:
-            reply = await conn.read_response(timeout=self.timeout if pinged
-                                             else self.ping_interval)
-            if reply is None:  # silence: is the connection alive?
-                if pinged:
-                    raise RedisConnectionError("no answer to PING on the pub/sub connection")
-                pinged = True
-                await conn.send_command("PING", check_health=False)
+            silent = loop.time() - conn.heard
+            if silent < self.ping_interval:
+                await asyncio.wait((closed,), timeout=self.ping_interval - silent)
+            else:
+                sent = loop.time()
+                conn.send("PING")
+                await asyncio.wait((closed,), timeout=self.timeout)
+                if not closed.done() and conn.heard < sent:
+                    raise TimeoutError("no answer to PING on the pub/sub connection")
+            if closed.done():
+                raise closed.result()
+
+    def _on_replies(self, conn: PubSubConnection, replies: list[Reply]) -> None:
+        """What one read brought, in order: messages (held while refilling), the
+        SUBSCRIBE acks that listen() and _subscribe wait for; PONGs only count as
+        heard."""
+        if conn is not self._conn and conn is not self._opening:
+            return  # a connection being dropped
+        holding, deliver = self._holding, self._deliver
+        for reply in replies:
+            if type(reply) is not list or len(reply) < 2:
                 continue
-            pinged = False
-            if reply[0] == b"message":
-                deliver(reply[1], reply[2])
-            elif reply[0] == b"subscribe" and self._acks:
-                ack = self._acks.pop(reply[1], None)
+            kind = reply[0]
+            if kind == b"message":
+                if holding is not None:
+                    holding.append((reply[1], reply[2]))  # type: ignore[arg-type]
+                else:
+                    deliver(reply[1], reply[2])  # type: ignore[arg-type]
+            elif kind == b"subscribe" and self._acks:
+                ack = self._acks.pop(reply[1], None)  # type: ignore[arg-type]
                 if ack is not None and not ack.done():
                     ack.set_result(None)
 
@@ -745,7 +764,7 @@ class RedisBackend:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.disconnect(nowait=True)
+            conn.abort()
 
 
 class _Presence:
@@ -935,17 +954,6 @@ class _Presence:
             await self._pipe.call_many(commands)
         self._joined.clear()
         self._leaving.clear()
-
-
-def _pool(url: str, timeout: float, client_name: str, size: int) -> ConnectionPool:
-    """The pub/sub connection's pool for ``url``, our settings over the URL's: fail
-    fast, no hidden retry, RESP2 replies as bytes."""
-    options: dict[str, Any] = dict(parse_url(url))
-    options.update(
-        socket_connect_timeout=timeout, socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), decode_responses=False, protocol=2,
-        health_check_interval=0, client_name=client_name)
-    return BlockingConnectionPool(max_connections=size, timeout=timeout, **options)
 
 
 def _text(raw: bytes | str) -> str:
