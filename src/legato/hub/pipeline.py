@@ -198,6 +198,9 @@ class Pipeline:
         """Something to send: write it this loop iteration, connecting first if need be."""
         if self.state is State.READY:
             if not self._flush_scheduled and self._queue:
+                if not self._inflight and len(self._queue) == 1:
+                    self._flush()  # alone: no batch to wait for, save a loop iteration
+                    return
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
         elif self.state is State.IDLE and self._queue:
