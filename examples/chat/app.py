@@ -85,9 +85,13 @@ async def chat(ws: WebSocket, room: str, name: str = "guest", since: str = "0") 
         try:
             async for message in ws:
                 text = str(message.get("text", "")) if isinstance(message, dict) else ""
-                if text.strip():
-                    await app.hub.publish(topic, {"type": "message", "user": name,
-                                                  "text": text[:MAX_TEXT], "ts": time.time()})
+                if text.strip() and await app.hub.publish(
+                        topic, {"type": "message", "user": name, "text": text[:MAX_TEXT],
+                                "ts": time.time()}) is None:
+                    # The hub's broker is down: this process's members got it, others
+                    # did not (docs/hub.md, "When Redis fails"). The page stays open.
+                    await ws.send_json({"type": "notice",
+                                        "text": "not everyone in the room got that"})
         finally:
             await app.hub.unsubscribe(ws, topic)
             await app.hub.publish(topic, {"type": "leave", "user": name,

@@ -55,7 +55,9 @@ class App:
     ``docs`` (serve ``/asyncapi.json``, W17), ``max_body_size`` (413 above it),
     WebSocket defaults for every route — ``max_message_size`` (1 MiB, W15),
     ``ping_interval``/``ping_timeout`` (20 s/20 s), ``allowed_origins``,
-    ``caught_close_codes`` ((1000, 1001)) — and ``hub`` (the pub/sub backend URL).
+    ``caught_close_codes`` ((1000, 1001)) — and ``hub`` (the pub/sub backend URL;
+    ``hub_strict=True``: ``app.hub.publish()`` raises ``HubUnavailable`` during an
+    outage instead of logging a warning and returning None, docs/hub.md).
     """
 
     def __init__(self, *, websocket: bool = True, debug: bool = False,
@@ -68,6 +70,7 @@ class App:
                  caught_close_codes: Sequence[int] | str = _DEFAULT_CAUGHT,
                  hub: str = "memory://", hub_envelope: bool = True, hub_history: int = 0,
                  hub_policy: str = "drop_oldest", hub_buffer: int = 256,
+                 hub_strict: bool = False,
                  metrics: bool = False, channels_path: str = "/_legato",
                  channels_heartbeat: float = 25.0,
                  channels_reconnect_jitter: float | None = None,
@@ -84,7 +87,8 @@ class App:
         self.caught_close_codes = caught_close_codes
         self.hub_url = hub
         self._hub_options: dict[str, Any] = {"envelope": hub_envelope, "history": hub_history,
-                             "policy": hub_policy, "buffer": hub_buffer}
+                             "policy": hub_policy, "buffer": hub_buffer,
+                             "strict": hub_strict}
         self._hub: Any = None
         self._channels_options: dict[str, Any] = {
             "path": channels_path, "heartbeat": channels_heartbeat,

@@ -26,7 +26,8 @@ from legato.hub import HubUnavailable
 PID = os.getpid()
 FEED_BUFFER = 32  # messages a subscriber of a "feed" topic may have waiting
 
-app = App(hub=os.environ["LEGATO_TEST_HUB"], hub_history=100)
+# hub_strict: this app answers an outage itself (503, or an error on the connection).
+app = App(hub=os.environ["LEGATO_TEST_HUB"], hub_history=100, hub_strict=True)
 app.hub.configure("feed*", buffer=FEED_BUFFER, policy="drop_oldest")
 
 

@@ -302,7 +302,7 @@ class ChannelConnection:
             if changed is not None:
                 message = changed
         if once is None:
-            return {"id": await self.hub.publish(topic, message)}
+            return {"id": await self.hub.publish(topic, message, strict=True)}
         return {"id": await self._publish_once(topic, f"{topic}\x1f{once}", message)}
 
     async def _publish_once(self, topic: str, key: str, message: Any) -> str:
@@ -319,7 +319,7 @@ class ChannelConnection:
             raise ChannelError("unavailable", "the first attempt of this publish did not "
                                               "finish: its outcome is unknown")
         try:
-            message_id = await self.hub.publish(topic, message)
+            message_id = await self.hub.publish(topic, message, strict=True)
         except BaseException:
             await self.hub.settle(key, "", 0.001)  # not published: a resend may try again
             raise
