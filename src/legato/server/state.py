@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from ..protocol import ServerHandshake, encode_server_frame
 from .config import ServerConfig
+from .pings import PingSchedule
 
 __all__ = ["ServerState", "ASGIApp", "logger", "access_logger", "escape_log"]
 
@@ -74,6 +75,8 @@ class ServerState:
         self.shutdown_event = asyncio.Event()
         #: The ASGI lifespan state dict, copied into each request's scope.
         self.lifespan_state: dict[str, Any] = {}
+        #: The keepalive pings of every WebSocket connection (one timer per interval).
+        self.pings = PingSchedule(loop)
         self.handshake = ServerHandshake(
             deflate=config.ws_deflate, allowed_origins=config.ws_allowed_origins)
         self._date = b""

@@ -39,6 +39,7 @@ from ..protocol import (
 from ..protocol.close import check_send_code
 from .access import WebSocketAccess
 from .cycle import STATUS_PHRASES, check_header, simple_response
+from .pings import PingSchedule
 from .state import logger
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class WebSocketSession:
         self._close_code: int | None = None  # set once the connection has ended
         self._close_reason = ""
         self._reading_paused = False
-        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: list[Any] | None = None  # an entry of state.pings
         self._pong_timer: asyncio.TimerHandle | None = None
         # The closing's deadline: for the peer's Close after ours, or (failing) for the
         # app's answers before our Close.
@@ -523,7 +524,7 @@ class WebSocketSession:
         keepalive = self.keepalive
         interval = keepalive[0] if keepalive is not None else self.config.ws_ping_interval
         if interval:
-            self._ping_timer = self.loop.call_later(interval, self._send_ping)
+            self._ping_timer = self.http.state.pings.add(interval, self)
 
     def _send_ping(self) -> None:
         self._ping_timer = None
@@ -556,11 +557,12 @@ class WebSocketSession:
         self.http.close_transport()
 
     def _cancel_ping(self) -> None:
-        for name in ("_ping_timer", "_pong_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
+        if self._ping_timer is not None:
+            PingSchedule.cancel(self._ping_timer)
+            self._ping_timer = None
+        if self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
 
     def _cancel_timers(self) -> None:
         self._cancel_ping()
