@@ -65,11 +65,20 @@ Publish rate (issue 15 goal 3, issue 18 item 1): ``--publish-rate`` measures the
 backend alone in this process, no server: publishes/s of one handler awaiting each
 publish in a loop (one in flight), of 100 publishers looping concurrently and of one
 ``asyncio.gather`` of 20,000 publishes (how many succeed), all through one backend (one
-command connection when pipelined); and presence: ``members()`` / ``count()`` of a
-10,000-member room and how long 10,000 leaves take to reach Redis. A redis-server of its
+command connection when pipelined); and presence: 10,000 joins gathered at once (how
+long, and how many Redis holds right after), ``members()`` / ``count()`` of the
+10,000-member room, and how long 10,000 leaves gathered at once take to be gone from
+Redis (until ``members()`` is empty). A redis-server of its
 own on CPU 1 (unless REDIS_URL is set); this process on CPU 0.
 
+Faults (issue 18 items 4 and 9): ``--faults`` runs the Redis backend with its default
+settings against a redis-server of its own and measures (a) how long a hung Redis
+(SIGSTOP of that server) takes to be reported (the ``disconnected`` event), and (b)
+after a Redis restart (SIGKILL, then the same port again), how long a publish that Redis
+acknowledged waits before this process's own subscriber gets it (the hold).
+
 Usage: python bench/hub.py --publish-rate [--duration S]
+       python bench/hub.py --faults
        python bench/hub.py [--quick] [--only legato-hub,socketify,...] [--json PATH]
        [--repeat N] [--duration S] [--redis-cpus 1|0,1] [--profile N]
        Full run ~10 min (3 rounds); --quick ~1.5 min (a smoke test, not a measurement).
@@ -179,12 +188,12 @@ class RedisServer:
     """A redis-server of our own for one run: fresh, no persistence, pinned with the
     workers; stopped by PID."""
 
-    def __init__(self, logdir: Path, cpus: set[int]) -> None:
+    def __init__(self, logdir: Path, cpus: set[int], port: int | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not on PATH (apt-get install redis-server) "
                                "and REDIS_URL not set")
-        self.port = harness.free_port()
+        self.port = port or harness.free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = open(logdir / "redis-server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -496,8 +505,13 @@ def publish_rate(duration: float, workdir: Path) -> int:
 
     async def presence(backend: Any, n: int = 10_000) -> dict[str, float]:
         members = [f"m{i}" for i in range(n)]
-        await asyncio.gather(*(backend.join("bench:room", m, {"n": m}) for m in members))
         out: dict[str, float] = {}
+        started = time.perf_counter()
+        await asyncio.gather(*(backend.join("bench:room", m, {"n": m}) for m in members))
+        out["join_burst_ms"] = (time.perf_counter() - started) * 1000
+        out["join_burst_written"] = len(await backend.members("bench:room"))
+        for m in members:  # one at a time: the whole room, whatever the burst did
+            await backend.join("bench:room", m, {"n": m})
         for _ in range(2):  # the second read: warm
             started = time.perf_counter()
             found = await backend.members("bench:room")
@@ -542,6 +556,73 @@ def publish_rate(duration: float, workdir: Path) -> int:
     return 0
 
 
+def faults(workdir: Path) -> int:
+    """Hung-Redis detection and the hold after a restart (see the docstring)."""
+    import asyncio  # noqa: PLC0415
+
+    from legato.hub.redis import RedisBackend  # noqa: PLC0415
+
+    server = RedisServer(workdir, {harness.SERVER_CPU})
+    got: list[tuple[float, Any]] = []
+    events: list[tuple[float, str]] = []
+
+    async def until(kind: str, limit: float = 30.0) -> float | None:
+        start = time.perf_counter()
+        while not any(k == kind and t >= start - 1e-3 for t, k in events):
+            if time.perf_counter() - start > limit:
+                return None
+            await asyncio.sleep(0.005)
+        return max(t for t, k in events if k == kind)
+
+    async def run() -> dict[str, Any]:
+        nonlocal server
+        backend = RedisBackend(server.url, prefix="faults")
+        await backend.start(lambda t, i, p, k=None: got.append((time.perf_counter(), p)),
+                            lambda kind, d: events.append((time.perf_counter(), kind)))
+        await backend.listen("room")
+        res: dict[str, Any] = {}
+        try:
+            await asyncio.sleep(0.5)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            stopped = time.perf_counter()
+            seen = await until("disconnected")
+            res["hung_reported_after_s"] = None if seen is None else seen - stopped
+            os.kill(server.proc.pid, signal.SIGCONT)
+            await until("reconnected")
+            await asyncio.sleep(0.5)
+            port = server.port
+            server.proc.kill()
+            server.proc.wait(5)
+            await until("disconnected")
+            await asyncio.sleep(2.0)  # an outage of 2 s: the backoff has grown
+            server = RedisServer(workdir, {harness.SERVER_CPU}, port=port)
+            while True:  # publish until Redis acknowledges one
+                try:
+                    await backend.publish("room", "after")
+                    break
+                except Exception:  # noqa: BLE001 - HubUnavailable, old or new
+                    await asyncio.sleep(0.01)
+            acked = time.perf_counter()
+            while not any(p == "after" for _, p in got):
+                if time.perf_counter() - acked > 30:
+                    break
+                await asyncio.sleep(0.002)
+            local = [t for t, p in got if p == "after"]
+            res["hold_after_restart_s"] = local[0] - acked if local else None
+        finally:
+            await backend.stop()
+        return res
+
+    try:
+        res = asyncio.run(run())
+    finally:
+        server.stop()
+    print("Redis backend, default settings, redis-server of its own:")
+    for name, val in res.items():
+        print(f"  {name:24} {'never' if val is None else f'{val:.3f}'}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -554,7 +635,11 @@ def main() -> int:
                     help="only profile legato-hub (cProfile) at SUBS subscribers")
     ap.add_argument("--publish-rate", action="store_true",
                     help="only the Redis backend's publish rate and presence costs")
+    ap.add_argument("--faults", action="store_true",
+                    help="only hung-Redis detection and the hold after a Redis restart")
     opts = ap.parse_args()
+    if opts.faults:
+        return faults(Path(tempfile.mkdtemp(prefix="legato-hub-bench-")))
     if opts.publish_rate:
         os.sched_setaffinity(0, {harness.LOADGEN_CPU})
         return publish_rate(opts.duration or 3.0,
