@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
+from nats_servers import NatsServer, need_nats_server, shared_nats
+from nats_servers import delete_prefix as delete_nats_prefix
 from redis_servers import RedisServer, delete_prefix, need_redis_server, session_redis
 
 from legato.hub.backend import Backend, MemoryBackend
@@ -58,20 +60,61 @@ def prefix(redis_url: str) -> Iterator[str]:
     delete_prefix(redis_url, name)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """NATS_URL (default nats://127.0.0.1:4222) if it answers, else the test is skipped."""
+    return shared_nats()
+
+
+@pytest.fixture
+def nats_prefix(nats_url: str) -> Iterator[str]:
+    """A NATS prefix of this test's own; its stream and buckets are deleted afterwards."""
+    name = f"legato-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_nats_prefix(nats_url, name)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of this test's own, which the test may kill, pause and restart."""
+    need_nats_server()
+    server = NatsServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+#: Options of the Redis backend that the NATS one has no use for (its trimming is
+#: JetStream's max_history), dropped when a parametrized test passes them.
+REDIS_ONLY = {"gap_window", "gap_ttl", "max_pending"}
+
+
+@pytest.fixture(params=["memory", "redis", "nats"])
 def make_backend(request: pytest.FixtureRequest) -> Callable[..., Backend]:
     """``make_backend(**options)``: a new backend of the parametrized kind."""
     if request.param == "memory":
         return lambda **options: MemoryBackend()  # it has no options
+    if request.param == "nats":
+        from legato.hub.nats import NatsBackend  # noqa: PLC0415 - needs the 'nats' extra
+
+        url, name = request.getfixturevalue("nats_url"), request.getfixturevalue("nats_prefix")
+        return lambda **options: NatsBackend(url, prefix=name, **{
+            k: v for k, v in options.items() if k not in REDIS_ONLY})
     url = request.getfixturevalue("redis_url")
     key_prefix = request.getfixturevalue("prefix")
     return lambda **options: RedisBackend(url, prefix=key_prefix, **options)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "nats"])
 def hub_url(request: pytest.FixtureRequest) -> str:
-    """``App(hub=...)`` of the parametrized backend (on Redis, this test's own prefix)."""
+    """``App(hub=...)`` of the parametrized backend (on Redis or NATS, this test's own
+    prefix)."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "nats":
+        url = request.getfixturevalue("nats_url")
+        return f"{url}?prefix={request.getfixturevalue('nats_prefix')}"
     url = request.getfixturevalue("redis_url")
     return f"{url}/0?prefix={request.getfixturevalue('prefix')}"

@@ -14,10 +14,13 @@ from legato import App, HTTPError, TestClient, WebSocket
 from legato.hub import Hub, HubUnavailable
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "nats"])
 def hub_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "memory":
         yield "memory://"
+    elif request.param == "nats":
+        url = request.getfixturevalue("nats_url")
+        yield f"{url}?prefix={request.getfixturevalue('nats_prefix')}&presence_ttl=2"
     else:
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("prefix")

@@ -20,6 +20,7 @@ from test_hub_app import hub_url  # noqa: F401 - the memory/Redis fixture of the
 from legato import App, HistoryGap, TestClient, WebSocket, WebSocketDisconnect
 from legato.hub import Gap, Hub
 from legato.hub.backend import Backend, HubUnavailable, MemoryBackend, id_key
+from legato.hub.nats import NatsBackend
 from legato.hub.redis import RedisBackend
 
 MALFORMED = ["", "yesterday", "-", "-3", "12-", "1-2-3", " 12", "12 ", "1_0", "١٢", "²",
@@ -114,6 +115,10 @@ async def test_P5_a_resume_into_a_history_that_no_longer_exists_reports_it_lost(
     async with running(backend):
         if isinstance(backend, RedisBackend):
             await backend.pipeline.call("DEL", backend._stream("room"))  # the key deleted
+        elif isinstance(backend, NatsBackend):  # the topic's messages purged
+            assert backend._js is not None
+            await backend._js.purge_stream(backend.names["stream"],
+                                           subject=backend._subject("h", "room"))
         assert await backend.replay("room", seen) == ([], Gap("room", seen, "lost"))
         await asyncio.sleep(0.002)  # the next id is a later millisecond
         new = await backend.publish("room", "after the loss", history=5)

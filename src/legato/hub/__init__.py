@@ -60,12 +60,16 @@ class History(list[dict[str, Any]]):
 
 
 def backend_for(url: str) -> Backend:
-    """``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS).
+    """``memory://``, ``redis://host:port/db`` (``rediss://`` for TLS) or ``nats://``.
 
     Redis options ride in the query string: ``?prefix=chat&presence_ttl=15``
     (``prefix`` keeps apps sharing one Redis apart; see ``RedisBackend`` for the rest:
     ``presence_ttl``, ``timeout``, ``ping_interval``, ``gap_ttl``, ``history_ttl``,
     ``gap_window``, ``max_pending``).
+
+    ``nats://host:port`` (``tls://`` for TLS): the NATS hub (docs/nats.md), options
+    ``prefix``, ``presence_ttl``, ``timeout``, ``ping_interval``, ``history_ttl``,
+    ``max_history``, ``reconnect_wait`` (see ``NatsBackend``).
     """
     if url.startswith("memory:"):
         return MemoryBackend()
@@ -85,7 +89,23 @@ def backend_for(url: str) -> Backend:
             else:
                 raise ValueError(f"unknown hub option {name!r} in {url!r}")
         return RedisBackend(base, **options)
-    raise ValueError(f"unknown hub backend {url!r}: use memory:// or redis://...")
+    if url.startswith(("nats://", "tls://")):
+        from .nats import NatsBackend  # noqa: PLC0415 - needs the 'nats' extra
+
+        base, _, query = url.partition("?")
+        nats_options: dict[str, Any] = {}
+        for name, value in parse_qsl(query):
+            if name == "prefix":
+                nats_options[name] = value
+            elif name in ("presence_ttl", "timeout", "ping_interval", "history_ttl",
+                          "reconnect_wait"):
+                nats_options[name] = float(value)
+            elif name == "max_history":
+                nats_options[name] = int(value)
+            else:
+                raise ValueError(f"unknown hub option {name!r} in {url!r}")
+        return NatsBackend(base, **nats_options)
+    raise ValueError(f"unknown hub backend {url!r}: use memory://, redis://... or nats://...")
 
 
 class Subscription:

@@ -1,0 +1,900 @@
+"""The NATS backend of the hub: core NATS fans out, JetStream orders and keeps (SPEC §6).
+
+Names (``P`` is the prefix with anything but ``[A-Za-z0-9_-]`` made ``_``; a topic is
+one subject token, ``t(topic)``: ``[A-Za-z0-9_-]`` as they are, any other character as
+``=XX`` per UTF-8 byte, the empty topic as ``=``)::
+
+    stream {P}_hub         every message of every topic, subject {P}.h.{t(topic)}
+    subject {P}.l.{t}      core NATS: the live copy of each stored message (fan-out)
+    KV {P}_presence        key {t}.{process_id} → JSON {member: info}; TTL presence_ttl
+    KV {P}_once            key t(claim key) → "<deadline> <value>" (claim/settle)
+
+*Ids and order.* A publish is a JetStream publish to the topic's stream subject with
+``Nats-Expected-Last-Subject-Sequence`` set to the topic's previous stream sequence, so
+JetStream stores it only as the direct successor of that message: every stored message
+knows its predecessor (the header stays on it), and a topic's messages form a chain.
+Then the publisher sends the live copy on core NATS: ``b"<id> <prev> <keep> <data>"``.
+The id is ``"<created>-<seq>"``: the stream's creation time in milliseconds and the
+JetStream sequence, so ids grow within a topic, and a stream that was deleted and
+created again (its history gone) gives larger ids than the old one, never equal ones.
+
+A receiver remembers the last sequence it delivered per topic. A live copy whose
+``prev`` is that sequence is delivered; one at or below it is a copy already delivered
+(skipped); one whose ``prev`` is further on means copies are missing (the fan-out of
+two publishers crossed on the way, the live copy was lost in a reconnection): the
+topic's live copies are held while the missing messages are read from JetStream by
+sequence, then delivered in order. So every process gets each message once, in id
+order, whatever order core NATS brought them in.
+
+Why not fan-out from JetStream alone (a consumer per process): a consumer is server
+state per process and topic (NATS 2.9 filters one subject per consumer), and core NATS
+is the fan-out path every NATS team runs. Why not let the stream's own subject be the
+fan-out subject: core subscribers would get each message before it has a sequence, and
+in an order that can differ from the stream's.
+
+*Cost of the chain.* A publisher must know the predecessor, so one process's publishes
+to one topic are one JetStream round trip after the other (publishes to different
+topics overlap), and two processes publishing to one topic at once make one of them
+try again (one more round trip, the current sequence is in JetStream's refusal).
+
+*History.* Each stored message carries ``keep`` (the topic's history, like Redis's
+``k``): ``history()`` reads back from the newest message along the chain (direct gets
+by sequence), at most ``keep`` of them. JetStream keeps ``max_history`` messages per
+topic at most (``max_msgs_per_subject``) and each for ``history_ttl`` (``max_age``).
+*Gaps* (P5) come from the chain: a message whose predecessor is no longer stored, or
+more than ``keep`` messages after ``since``, is ``"trimmed"``; an id of an older stream,
+or from before the topic's first message, ``"lost"``; past the newest, ``"future"``.
+
+*Presence*: each process writes one KV value per topic it has members in, rewritten
+every third of ``presence_ttl``; the bucket's TTL removes a dead process's values.
+
+*Failures.* One NATS connection (nats-py), PINGed every ``ping_interval`` (two
+unanswered: a dead or hung server). While it is down ``publish`` raises
+:class:`HubUnavailable` at once, a JetStream publish unanswered within ``timeout``
+raises :class:`PublishOutcomeUnknown` (it may be stored: its live copy is sent again
+once NATS answers, or the next message's chain brings it). nats-py reconnects with
+backoff and subscribes again; then every listened topic is refilled from JetStream
+after its last delivered sequence before its live copies, and ``"reconnected"``
+``{"downtime", "refilled"}`` is reported (``"disconnected"`` before, ``"gap"``
+``{"topic", "after", "reason"}`` when the chain is broken: trimmed, or a stream gone).
+
+States (all transitions in :meth:`NatsBackend._set_state`)::
+
+    IDLE ──start()──▶ CONNECTING ──set up, refilled──▶ CONNECTED
+                        ▲    └──fails──▶ DISCONNECTED ◀──connection lost──┘
+                        └──nats-py reconnected─┘
+    any ──stop()──▶ CLOSED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import time
+import uuid
+from contextlib import suppress
+from typing import Any
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+    from nats.js.api import RawStreamMsg, StorageType, StreamConfig
+    from nats.js.kv import KeyValue
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("the NATS hub needs nats-py: pip install 'legato[nats]'") from exc
+
+from .. import jsoncodec
+from .backend import (EventSink, Gap, HubUnavailable, PublishOutcomeUnknown, Sink, Stored,
+                      id_key, replay_gap)
+
+__all__ = ["NatsBackend", "State", "topic_token", "names"]
+
+logger = logging.getLogger("legato.hub")
+
+EXPECTED = "Nats-Expected-Last-Subject-Sequence"  # JetStream's compare-and-set header
+_WRONG_LAST = 10071  # JetStream's error code: the subject's last sequence is another
+_CAS_TRIES = 64  # publishers racing on one topic: give up (HubUnavailable) after these
+_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_TEXT, _BINARY, _KEYED_TEXT, _KEYED_BINARY = 0x74, 0x62, 0x54, 0x42  # t b T B
+#: Claims (once keys) last at most this long whatever their ttl: the bucket's TTL.
+ONCE_BUCKET_TTL = 86_400.0
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    State.IDLE: {State.CONNECTING, State.CLOSED},
+    State.CONNECTING: {State.CONNECTED, State.DISCONNECTED, State.CLOSED},
+    State.CONNECTED: {State.DISCONNECTED, State.CLOSED},
+    State.DISCONNECTED: {State.CONNECTING, State.CLOSED},
+    State.CLOSED: set(),
+}
+
+#: Errors of nats-py that mean "NATS cannot be reached or did not answer".
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+def topic_token(topic: str) -> str:
+    """One subject token (and KV key part) for any topic, reversibly (see above)."""
+    out = [c if _SAFE.match(c) else "".join(f"={b:02X}" for b in c.encode()) for c in topic]
+    return "".join(out) or "="
+
+
+def names(prefix: str) -> dict[str, str]:
+    """The stream, buckets and subject root of a prefix (tests delete them by these)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", prefix) or "_"
+    return {"root": safe, "stream": f"{safe}_hub", "presence": f"{safe}_presence",
+            "once": f"{safe}_once"}
+
+
+class NatsBackend:
+    """Carries hub messages between processes through NATS (core + JetStream + KV).
+
+    * ``url``: ``nats://host:port`` (``tls://`` for TLS; several, comma-separated).
+    * ``prefix``: of the stream, buckets and subjects, so apps can share a NATS.
+    * ``presence_ttl`` (s, 15): a dead process's members vanish at most this long after
+      it died (the presence bucket's TTL); each process rewrites its values every third.
+    * ``history_default`` (messages, 0): kept per topic when ``publish`` does not say.
+    * ``max_history`` (messages, 1,000): JetStream keeps at most this many per topic
+      (the stream's ``max_msgs_per_subject``), history or not: a larger ``history=`` is
+      cut to it. Also what a process can refill after an outage.
+    * ``history_ttl`` (s, 86,400): the stream's ``max_age``: a message is gone this
+      long after it was published (0: kept until ``max_history`` pushes it out).
+    * ``timeout`` (s, 1.0): to connect, and for any JetStream answer.
+    * ``ping_interval`` (s, 1.0): two PINGs unanswered: the connection is dead.
+    * ``reconnect_wait`` (s, 0.25): nats-py's wait between reconnection attempts.
+
+    The stream and buckets are created when missing; an existing one is used as it is.
+    Counters: ``reconnects``, ``messages_refilled``, ``cas_retries``.
+    """
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "legato",
+                 presence_ttl: float = 15.0, history_default: int = 0,
+                 max_history: int = 1000, history_ttl: float = 86_400.0,
+                 timeout: float = 1.0, ping_interval: float = 1.0,
+                 reconnect_wait: float = 0.25) -> None:
+        if presence_ttl <= 0 or timeout <= 0 or ping_interval <= 0 or reconnect_wait <= 0:
+            raise ValueError("presence_ttl, timeout, ping_interval, reconnect_wait must be > 0")
+        if history_default < 0 or max_history < 1 or history_ttl < 0:
+            raise ValueError("history_default, history_ttl must be >= 0, max_history >= 1")
+        self.servers = url.split(",")
+        self.prefix = prefix
+        self.names = names(prefix)
+        self.process_id = uuid.uuid4().hex
+        self.presence_ttl, self.history_default = presence_ttl, history_default
+        self.max_history, self.history_ttl = max_history, history_ttl
+        self.timeout, self.ping_interval, self.reconnect_wait = (
+            timeout, ping_interval, reconnect_wait)
+        self.reconnects = self.messages_refilled = self.cas_retries = 0
+        self._state = State.IDLE
+        self._sink: Sink | None = None
+        self._on_event: EventSink | None = None
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._created = 0  # the stream's creation time in ms: the first part of ids
+        self._subs: dict[str, Any] = {}  # topic → its live subscription
+        self._topics: dict[str, str] = {}  # live subject → topic
+        self._last: dict[str, int | None] = {}  # topic → last sequence delivered
+        self._held: dict[str, list[tuple[int, int, int, bytes]]] = {}  # while refilling
+        self._tails: dict[str, int] = {}  # topic → its last sequence, as this process knows
+        self._locks: dict[str, asyncio.Lock] = {}  # one publisher at a time per topic
+        self._down_since: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._presence = _Presence(self)
+        self._once: KeyValue | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _subject(self, kind: str, topic: str) -> str:
+        return f"{self.names['root']}.{kind}.{topic_token(topic)}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, sink: Sink, on_event: EventSink) -> None:
+        """Connect once; an unreachable NATS is reported, not raised, and retried."""
+        self._sink, self._on_event = sink, on_event
+        self._set_state(State.CONNECTING)
+        try:
+            await self._connect()
+        except _NATS_ERRORS as exc:
+            self._set_state(State.DISCONNECTED)
+            self._lost(exc)
+            self._spawn(self._connect_later(), "legato-hub-nats-connect")
+        self._spawn(self._presence.run(), "legato-hub-nats-presence")
+
+    async def stop(self) -> None:
+        """Stop the tasks, remove this process's presence, close the connection."""
+        if self._state is State.CLOSED:
+            return
+        if self._nc is not None and self._nc.is_connected:
+            await self._presence.clear()
+        self._set_state(State.CLOSED)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with suppress(*_NATS_ERRORS):
+                await asyncio.wait_for(nc.close(), self.timeout)
+
+    def _set_state(self, state: State) -> bool:
+        if state not in _TRANSITIONS[self._state]:
+            return False
+        logger.debug("hub nats %s: %s → %s", self.process_id[:8], self._state.name, state.name)
+        self._state = state
+        return True
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self) -> None:
+        nc = await nats.connect(
+            self.servers, name=f"legato:{self.names['root']}:{self.process_id[:12]}",
+            connect_timeout=self.timeout, ping_interval=self.ping_interval,
+            max_outstanding_pings=2, allow_reconnect=True, max_reconnect_attempts=-1,
+            reconnect_time_wait=self.reconnect_wait,
+            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error)
+        self._nc, self._js = nc, nc.jetstream(timeout=self.timeout)
+        try:
+            await self._set_up()
+            for topic in list(self._subs):  # listened while NATS was unreachable
+                self._subs[topic] = await nc.subscribe(self._subject("l", topic), cb=self._on_live)
+        except BaseException:
+            self._nc = None
+            with suppress(Exception):
+                await nc.close()
+            raise
+        await self._recover()
+
+    async def _connect_later(self) -> None:
+        delay = self.reconnect_wait
+        while self._state is State.DISCONNECTED:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if not self._set_state(State.CONNECTING):
+                return
+            try:
+                await self._connect()
+            except _NATS_ERRORS as exc:
+                logger.debug("hub nats: connecting failed: %s", exc)
+                self._set_state(State.DISCONNECTED)
+
+    async def _set_up(self) -> None:
+        """The stream and the buckets, created when missing (an existing one is kept)."""
+        assert self._js is not None
+        config = StreamConfig(
+            name=self.names["stream"], subjects=[f"{self.names['root']}.h.>"],
+            max_msgs_per_subject=self.max_history, max_age=self.history_ttl or None,
+            storage=StorageType.FILE, allow_direct=True, num_replicas=1)
+        try:
+            info = await self._js.add_stream(config)
+        except nats.js.errors.BadRequestError:  # there, with another configuration
+            info = await self._js.stream_info(self.names["stream"])
+        assert info.created is not None
+        self._created = _created_ms(info.created)
+        self._presence.kv = await self._bucket(self.names["presence"], self.presence_ttl)
+        self._once = await self._bucket(self.names["once"], ONCE_BUCKET_TTL)
+
+    async def _bucket(self, name: str, ttl: float) -> KeyValue:
+        assert self._js is not None
+        try:
+            return await self._js.create_key_value(bucket=name, ttl=ttl, history=1)
+        except nats.js.errors.BadRequestError:
+            return await self._js.key_value(name)
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.debug("hub nats: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._set_state(State.DISCONNECTED):
+            self._lost(ConnectionError("the NATS connection was lost"))
+
+    async def _on_reconnected(self) -> None:
+        if self._set_state(State.CONNECTING):
+            self._spawn(self._reconnected(), "legato-hub-nats-recover")
+
+    async def _reconnected(self) -> None:
+        try:
+            await self._set_up()  # a NATS that came back empty has no stream
+        except _NATS_ERRORS as exc:
+            logger.warning("hub nats: setting up after reconnection failed: %s", exc)
+        await self._recover()
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = asyncio.get_running_loop().time()
+            logger.warning("hub: lost the NATS connection (%s); reconnecting", exc)
+            self._emit("disconnected", {"error": str(exc)})
+
+    async def _recover(self) -> None:
+        """Refill every listened topic after its last delivered sequence, then report."""
+        refilled = 0
+        if self._down_since is not None:
+            for topic in list(self._subs):
+                refilled += await self._refill(topic, None)
+        if not self._set_state(State.CONNECTED) or self._down_since is None:
+            return
+        downtime = asyncio.get_running_loop().time() - self._down_since
+        self._down_since = None
+        self.reconnects += 1
+        self.messages_refilled += refilled
+        logger.warning("hub: NATS reconnected after %.1f s; %d missed messages delivered "
+                       "from JetStream", downtime, refilled)
+        self._emit("reconnected", {"downtime": downtime, "refilled": refilled})
+
+    def _emit(self, kind: str, details: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(kind, details)
+            except Exception:
+                logger.exception("hub: the %r event handler failed", kind)
+
+    # ------------------------------------------------------------------ publishing
+
+    def _connected(self, what: str) -> tuple[Client, JetStreamContext]:
+        nc, js = self._nc, self._js
+        if self._state is State.CLOSED or nc is None or js is None or not nc.is_connected:
+            raise HubUnavailable(f"cannot {what}: not connected to NATS")
+        return nc, js
+
+    async def publish(self, topic: str, payload: str | bytes, *,
+                      history: int | None = None, key: str | None = None) -> str:
+        """Store (JetStream), then fan out (core NATS); returns the id.
+        ``HubUnavailable``: not published; ``PublishOutcomeUnknown``: no answer."""
+        keep = self.history_default if history is None else history
+        if keep < 0:
+            raise ValueError("history must be >= 0")
+        nc, _ = self._connected(f"publish to {topic!r}")
+        body = b"%d " % min(keep, self.max_history) + _encode(payload, key)
+        lock = self._locks.get(topic)
+        if lock is None:
+            lock = self._locks[topic] = asyncio.Lock()
+        try:
+            async with lock:
+                seq, prev = await self._store(topic, body)
+                message_id = f"{self._created}-{seq}"
+                with suppress(*_NATS_ERRORS):  # stored: a lost copy is refilled
+                    await nc.publish(self._subject("l", topic),
+                                     b"%s %d " % (message_id.encode(), prev) + body)
+        finally:
+            if not lock.locked() and self._locks.get(topic) is lock:
+                del self._locks[topic]
+        return message_id
+
+    async def _store(self, topic: str, body: bytes) -> tuple[int, int]:
+        """JetStream publish as the successor of the topic's last message."""
+        _, js = self._connected(f"publish to {topic!r}")
+        subject = self._subject("h", topic)
+        prev = self._tails.get(topic)
+        for _ in range(_CAS_TRIES):
+            if prev is None:
+                tail = await self._tail(subject, f"publish to {topic!r}")
+                prev = 0 if tail is None else tail.seq
+            try:
+                ack = await js.publish(subject, body, timeout=self.timeout,
+                                       headers={EXPECTED: str(prev)})
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _WRONG_LAST:
+                    raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from None
+                self.cas_retries += 1
+                prev = int((exc.description or "").rpartition(" ")[2] or 0)
+                continue
+            except nats.js.errors.NoStreamResponseError:
+                await self._set_up_again(topic)
+                prev = None
+                continue
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                self._tails.pop(topic, None)
+                self._spawn(self._announce_tail(topic), "legato-hub-nats-announce")
+                raise PublishOutcomeUnknown(
+                    f"publish to {topic!r}: NATS did not answer within {self.timeout} s"
+                ) from None
+            except _NATS_ERRORS as exc:
+                raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from None
+            if len(self._tails) > 100_000:  # bounded: a forgotten tail costs a read
+                self._tails.clear()
+            assert ack.seq is not None and prev is not None
+            self._tails[topic] = ack.seq
+            return ack.seq, prev
+        raise HubUnavailable(f"cannot publish to {topic!r}: {_CAS_TRIES} publishers "
+                             "raced for its next sequence")
+
+    async def _set_up_again(self, topic: str) -> None:
+        try:
+            await self._set_up()
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot publish to {topic!r}: no stream: {exc}") from None
+
+    async def _announce_tail(self, topic: str) -> None:
+        """After a publish went unanswered: once NATS answers, send the live copy of the
+        topic's newest message again, so that a stored one is delivered without waiting
+        for the topic's next message (receivers skip a copy they have)."""
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            try:
+                nc, _ = self._connected("announce")
+                tail = await self._tail(self._subject("h", topic), "announce")
+                if tail is not None and tail.seq is not None:
+                    prev, body = _stored(tail)
+                    await nc.publish(self._subject("l", topic),
+                                     b"%d-%d %d " % (self._created, tail.seq, prev) + body)
+                return
+            except HubUnavailable:
+                continue
+
+    async def _tail(self, subject: str, what: str) -> RawStreamMsg | None:
+        return await self._get(what, subject=subject)
+
+    async def _get(self, what: str, *, seq: int | None = None, subject: str | None = None,
+                   after: bool = False) -> RawStreamMsg | None:
+        """One direct get: the subject's last message, the message ``seq``, or (``after``)
+        the subject's first at or after ``seq``; None when there is none."""
+        _, js = self._connected(what)
+        try:
+            return await js.get_msg(self.names["stream"], seq=seq, subject=subject,
+                                    direct=True, next=after)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.NoRespondersError:
+            return None  # no stream (NATS came back empty): nothing kept
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot {what}: {exc}") from None
+
+    # ------------------------------------------------------------------ history
+
+    async def _chain(self, topic: str, after: int, most: int, what: str
+                     ) -> tuple[list[tuple[int, int, bytes]], RawStreamMsg | None, str]:
+        """Walk back from the topic's newest message along ``prev`` while sequences are
+        above ``after``, at most ``most`` + 1 messages. Returns them newest first as
+        ``(seq, prev, body)``, the newest, and how the walk ended: ``"complete"`` (the
+        next one back is at or before ``after``), ``"first"`` (the topic's first
+        message), ``"more"`` (``most`` + 1 reached) or ``"broken"`` (a predecessor is no
+        longer stored)."""
+        newest = await self._tail(self._subject("h", topic), what)
+        found: list[tuple[int, int, bytes]] = []
+        cur = newest
+        while cur is not None and cur.seq is not None and cur.seq > after:
+            prev, body = _stored(cur)
+            found.append((cur.seq, prev, body))
+            if len(found) > most:
+                return found, newest, "more"
+            if prev <= after:
+                return found, newest, "first" if prev == 0 else "complete"
+            cur = await self._get(what, seq=prev)
+            if cur is None:
+                return found, newest, "broken"
+        return found, newest, "complete"
+
+    def _since(self, since: str) -> int:
+        """``since`` as a sequence of the current stream: -1 for an older stream's id
+        (all of this one is after it), a huge one for a newer stream's."""
+        created, seq = id_key(since)
+        if created == self._created:
+            return seq
+        return -1 if created < self._created else 2**64
+
+    async def history(self, topic: str, since: str | None = None,
+                      limit: int | None = None) -> list[Stored]:
+        """Messages after ``since``, oldest first, at most the last ``limit`` and never
+        more than the topic keeps. ``ValueError`` for a malformed ``since``."""
+        after = 0 if since is None else max(0, self._since(since))
+        if limit is not None and limit <= 0:
+            return []
+        what = f"read the history of {topic!r}"
+        newest = await self._tail(self._subject("h", topic), what)
+        if newest is None:
+            return []
+        most = _keep(newest)
+        if limit is not None:
+            most = min(most, limit)
+        if most == 0:
+            return []
+        found, _, _ = await self._chain(topic, after, most - 1, what)
+        return [self._message(seq, body) for seq, _, body in reversed(found[:most])]
+
+    async def replay(self, topic: str, since: str) -> tuple[list[Stored], Gap | None]:
+        """History after ``since`` for a client that resumes, with a :class:`Gap` when
+        the chain shows messages after ``since`` that are no longer kept (P5)."""
+        after = self._since(since)
+        what = f"read the history of {topic!r}"
+        newest = await self._tail(self._subject("h", topic), what)
+        keep = 0 if newest is None else _keep(newest)
+        found, _, end = await self._chain(topic, max(after, 0), keep, what)
+        trimmed = end in ("more", "broken") and since not in ("0", "0-0")
+        missed = [self._message(seq, body) for seq, _, body in reversed(found[:keep])]
+        gap = replay_gap(
+            topic, since, missed, newest=None if newest is None else self._id(newest.seq),
+            trimmed=trimmed and after >= 0,
+            # an older stream's id, or one from before the topic's first message
+            predates=bool(missed) and (after < 0 or (end == "first" and after > 0)))
+        return missed, gap
+
+    def _id(self, seq: int | None) -> str:
+        return f"{self._created}-{seq}"
+
+    def _message(self, seq: int, body: bytes) -> Stored:
+        payload, key = _payload(body, body.index(b" ") + 1)
+        return self._id(seq), payload, key
+
+    # ------------------------------------------------------------------ receiving
+
+    async def listen(self, topic: str) -> None:
+        """Subscribe this process to ``topic``: once it returns, what is published is
+        delivered. Never raises: during an outage the reconnection subscribes."""
+        if topic in self._subs or self._state is State.CLOSED:
+            return
+        self._subs[topic] = None
+        self._topics[self._subject("l", topic)] = topic
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        self._held[topic] = []  # live copies wait until we know where the topic is
+        try:
+            sub = await nc.subscribe(self._subject("l", topic), cb=self._on_live)
+            if topic not in self._subs:  # unlistened meanwhile
+                await sub.unsubscribe()
+                return
+            self._subs[topic] = sub
+            await nc.flush(int(self.timeout) + 1)  # the server has it: later publishes reach us
+            tail = await self._tail(self._subject("h", topic), "listen")
+            self._last.setdefault(topic, 0 if tail is None else tail.seq)
+        except (HubUnavailable, *_NATS_ERRORS) as exc:
+            logger.debug("hub nats: listening to %r: %s", topic, exc)
+        finally:
+            self._release(topic)
+
+    async def unlisten(self, topic: str) -> None:
+        if topic not in self._subs:
+            return
+        sub = self._subs.pop(topic)
+        self._topics.pop(self._subject("l", topic), None)
+        self._last.pop(topic, None)
+        self._held.pop(topic, None)
+        if sub is not None:
+            with suppress(*_NATS_ERRORS):
+                await sub.unsubscribe()
+
+    async def _on_live(self, msg: Msg) -> None:
+        topic = self._topics.get(msg.subject)
+        if topic is None:
+            return  # unlistened while it was on its way
+        try:
+            data = msg.data
+            first = data.index(b" ")
+            second = data.index(b" ", first + 1)
+            created, seq = id_key(data[:first].decode())
+            prev = int(data[first + 1:second])
+        except (ValueError, IndexError):
+            logger.warning("hub nats: ignored a malformed message on %r", msg.subject)
+            return
+        self._receive(topic, created, seq, prev, data[second + 1:])
+
+    def _receive(self, topic: str, created: int, seq: int, prev: int, body: bytes) -> None:
+        """Deliver in chain order: a copy already delivered is skipped, a copy past a
+        missing one waits for the refill (see the module docstring)."""
+        held = self._held.get(topic)
+        if held is not None:
+            held.append((created, seq, prev, body))
+            return
+        if created != self._created:
+            if created < self._created:
+                return  # a copy from a stream deleted since
+            self._new_stream(topic, created)
+        last = self._last.get(topic)
+        if last is not None and seq <= last:
+            return
+        if last is None or prev <= last:
+            self._last[topic] = seq
+            self._deliver(topic, seq, body)
+            return
+        self._held[topic] = [(created, seq, prev, body)]  # prev > last: some are missing
+        self._spawn(self._refill_then_release(topic, prev), "legato-hub-nats-refill")
+
+    def _new_stream(self, topic: str, created: int) -> None:
+        """The stream was created again (its history is gone): ids start over."""
+        last = self._last.get(topic)
+        if last:
+            self._emit("gap", {"topic": topic, "after": self._id(last),
+                               "reason": "stream recreated"})
+        self._created = created
+        self._tails.clear()
+        for name in self._last:
+            self._last[name] = 0
+
+    async def _refill_then_release(self, topic: str, until: int) -> None:
+        try:
+            await self._refill(topic, until, hold=False)
+        finally:
+            self._release(topic)
+
+    def _release(self, topic: str) -> None:
+        """Deliver the live copies held while refilling, in order (skipping what the
+        refill delivered); a copy past another gap starts the next refill."""
+        held = self._held.pop(topic, None)
+        for created, seq, prev, body in sorted(held or ()):
+            self._receive(topic, created, seq, prev, body)
+
+    async def _refill(self, topic: str, until: int | None, *, hold: bool = True) -> int:
+        """Deliver what JetStream holds after the topic's last delivered sequence (up to
+        ``until``), holding live copies meanwhile; reports a broken chain as a gap."""
+        if topic not in self._subs:
+            return 0
+        if hold:
+            self._held.setdefault(topic, [])
+        count = 0
+        try:
+            count = await self._read_forward(topic, until)
+        except HubUnavailable as exc:
+            logger.debug("hub nats: refilling %r failed: %s", topic, exc)
+        finally:
+            if hold:
+                self._release(topic)
+        return count
+
+    async def _read_forward(self, topic: str, until: int | None) -> int:
+        subject, last = self._subject("h", topic), self._last.get(topic)
+        if last is None:  # never knew where the topic was: start from now
+            tail = await self._tail(subject, "refill a gap")
+            self._last[topic] = 0 if tail is None else tail.seq
+            return 0
+        count = 0
+        while until is None or last < until:
+            found = await self._get("refill a gap", seq=last + 1, subject=subject, after=True)
+            if found is None or found.seq is None or topic not in self._subs:
+                break
+            prev, body = _stored(found)
+            if prev != last:
+                self._emit("gap", {"topic": topic, "after": self._id(last),
+                                   "reason": "trimmed"})
+            last = self._last[topic] = found.seq
+            self._deliver(topic, found.seq, body)
+            count += 1
+        if until is not None and last < until:
+            self._emit("gap", {"topic": topic, "after": self._id(last), "reason": "trimmed"})
+            self._last[topic] = until
+        return count
+
+    def _deliver(self, topic: str, seq: int, body: bytes) -> None:
+        assert self._sink is not None
+        try:
+            payload, key = _payload(body, body.index(b" ") + 1)
+        except (ValueError, IndexError):
+            logger.warning("hub nats: ignored a malformed message %d on %r", seq, topic)
+            return
+        try:
+            self._sink(topic, self._id(seq), payload, key)
+        except Exception:
+            logger.exception("hub: delivering %d on %r failed", seq, topic)
+
+    # ------------------------------------------------------------------ presence, epochs
+
+    async def join(self, topic: str, member: str, info: Any) -> None:
+        """``info`` must be JSON-serializable (``TypeError`` otherwise)."""
+        await self._presence.join(topic, member, jsoncodec.dumps(info))
+
+    async def leave(self, topic: str, member: str) -> None:
+        await self._presence.leave(topic, member)
+
+    async def members(self, topic: str) -> dict[str, Any]:
+        return await self._presence.members(topic)
+
+    async def count(self, topic: str) -> int:
+        """How many members ``topic`` has in live processes (reads their values)."""
+        return len(await self._presence.members(topic))
+
+    async def epoch(self, topic: str) -> str:
+        """The stream's creation time: one epoch for every topic, new when the stream
+        (the history of every topic) was deleted and created again, which is when the
+        ids of the old history stop meaning anything."""
+        _, js = self._connected(f"read the epoch of {topic!r}")
+        try:
+            info = await js.stream_info(self.names["stream"])
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot read the epoch of {topic!r}: {exc}") from None
+        assert info.created is not None
+        return f"{_created_ms(info.created):x}"
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        """Take ``key`` for every process: None when it was free, else the value it was
+        settled with ("" while pending). A claim expires at its deadline (wall clock)."""
+        once = self._once
+        self._connected("check a publish's once key")
+        assert once is not None
+        name, fresh = topic_token(key), b"%.3f " % (time.time() + ttl)
+        try:
+            for _ in range(_CAS_TRIES):
+                try:
+                    await once.create(name, fresh)
+                    return None
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    pass
+                try:
+                    entry = await once.get(name)
+                except nats.js.errors.KeyNotFoundError:
+                    continue  # deleted meanwhile
+                deadline, _, value = (entry.value or b"0 ").partition(b" ")
+                if float(deadline) > time.time():
+                    return value.decode()
+                with suppress(nats.js.errors.KeyWrongLastSequenceError):
+                    await once.update(name, fresh, last=entry.revision)
+                    return None
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot check a publish's once key: {exc}") from None
+        raise HubUnavailable("cannot check a publish's once key: too many racing claims")
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        once = self._once
+        self._connected("record a publish's once key")
+        assert once is not None
+        try:
+            await once.put(topic_token(key), b"%.3f %s" % (time.time() + ttl, value.encode()))
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot record a publish's once key: {exc}") from None
+
+
+class _Presence:
+    """This process's presence values (one KV value per topic: all its members there),
+    written once per loop iteration for what changed, rewritten every third of the TTL.
+    ``join``/``leave`` never raise: what could not be written is rewritten later."""
+
+    def __init__(self, backend: NatsBackend) -> None:
+        self._backend = backend
+        self.kv: KeyValue | None = None
+        self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
+        self._dirty: set[str] = set()  # changed this loop iteration, or failed to write
+        self._flushed: asyncio.Future[None] | None = None
+
+    def _key(self, topic: str) -> str:
+        return f"{topic_token(topic)}.{self._backend.process_id}"
+
+    async def join(self, topic: str, member: str, info: bytes) -> None:
+        self._joined.setdefault(topic, {})[member] = info
+        self._dirty.add(topic)
+        await self._written()
+
+    async def leave(self, topic: str, member: str) -> None:
+        members = self._joined.get(topic)
+        if members is None or members.pop(member, None) is None:
+            return
+        if not members:
+            del self._joined[topic]
+        self._dirty.add(topic)
+        await self._written()
+
+    async def _written(self) -> None:
+        if self._flushed is None:
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            loop.call_soon(lambda: self._backend._spawn(self._flush(), "legato-hub-nats-pw"))
+        await asyncio.shield(self._flushed)
+
+    async def _flush(self) -> None:
+        done, self._flushed = self._flushed, None
+        dirty, self._dirty = self._dirty, set()
+        try:
+            await self._write(dirty)
+        finally:
+            if done is not None:
+                done.set_result(None)
+
+    async def _write(self, topics: set[str]) -> None:
+        kv = self.kv
+        nc = self._backend._nc
+        if kv is None or nc is None or not nc.is_connected:
+            self._dirty |= topics
+            return
+        for topic in topics:
+            members = self._joined.get(topic)
+            try:
+                if members:
+                    await kv.put(self._key(topic), _members_json(members))
+                else:
+                    await kv.purge(self._key(topic))
+            except _NATS_ERRORS as exc:
+                logger.debug("hub nats: presence write failed (%s); retried later", exc)
+                self._dirty.add(topic)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._backend.presence_ttl / 3)
+            try:
+                await self._write(set(self._joined) | self._dirty)
+            except Exception:  # a bug: say it, keep the heartbeat alive
+                logger.exception("hub nats: presence heartbeat failed")
+
+    async def members(self, topic: str) -> dict[str, Any]:
+        kv = self.kv
+        self._backend._connected(f"read the presence of {topic!r}")
+        assert kv is not None
+        found: dict[str, Any] = {}
+        try:
+            watcher = await kv.watch(f"{topic_token(topic)}.*", ignore_deletes=True)
+            try:
+                while True:
+                    entry = await watcher.updates(  # type: ignore[no-untyped-call]
+                        timeout=self._backend.timeout)
+                    if entry is None:
+                        break
+                    if entry.value and entry.operation is None:
+                        found.update(jsoncodec.loads(entry.value))
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        except _NATS_ERRORS as exc:
+            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
+        return found
+
+    async def clear(self) -> None:
+        """Remove this process's values (errors: they expire anyway)."""
+        kv = self.kv
+        if kv is not None:
+            for topic in list(self._joined):
+                with suppress(*_NATS_ERRORS):
+                    await kv.purge(self._key(topic))
+        self._joined.clear()
+
+
+def _members_json(members: dict[str, bytes]) -> bytes:
+    return b"{" + b",".join(jsoncodec.dumps(m) + b":" + i for m, i in members.items()) + b"}"
+
+
+def _created_ms(created: Any) -> int:
+    return int(created.timestamp() * 1000)
+
+
+def _stored(message: RawStreamMsg) -> tuple[int, bytes]:
+    """A stored message's predecessor (the compare-and-set header) and body."""
+    headers = message.headers or {}
+    return int(headers.get(EXPECTED, 0)), message.data or b""
+
+
+def _keep(message: RawStreamMsg) -> int:
+    data = message.data or b"0 "
+    return int(data[:data.index(b" ")])
+
+
+def _encode(payload: str | bytes, key: str | None) -> bytes:
+    """Type byte, the key if any, the payload: the same data as the Redis hub's."""
+    text = isinstance(payload, str)
+    body = payload.encode() if isinstance(payload, str) else payload
+    if key is None:
+        return (b"t" if text else b"b") + body
+    raw_key = key.encode()
+    return (b"T" if text else b"B") + b"%d:" % len(raw_key) + raw_key + body
+
+
+def _payload(data: bytes, start: int = 0) -> tuple[str | bytes, str | None]:
+    kind = data[start]
+    key = None
+    if kind in (_KEYED_TEXT, _KEYED_BINARY):
+        colon = data.index(b":", start + 1)
+        length = int(data[start + 1:colon])
+        end = colon + 1 + length
+        if length < 0 or end > len(data):
+            raise ValueError("key length out of range")
+        key = data[colon + 1:end].decode()
+        kind = _TEXT if kind == _KEYED_TEXT else _BINARY
+        start = end - 1
+    if kind == _TEXT:
+        return data[start + 1:].decode(), key
+    if kind == _BINARY:
+        return data[start + 1:], key
+    raise ValueError(f"unknown message type byte {kind!r}")
