@@ -419,3 +419,43 @@ async def test_18_9_a_publish_that_finds_redis_hung_reports_the_outage_at_once(
         await hub.wait_until(lambda: after in hub.ids("room"), timeout=3)
         # If Redis ran it when it resumed (it had the bytes), it came once, first.
         assert hub.payloads("room") in (["into the silence", "after"], ["after"])
+
+
+# ----------------------------------------------------------------- connection options
+
+
+def test_rediss_options_of_the_url_shape_the_tls_context() -> None:
+    import ssl  # noqa: PLC0415
+
+    from redis.asyncio.connection import parse_url  # noqa: PLC0415
+
+    from legato.hub.pipeline import tls_context  # noqa: PLC0415
+
+    strict = tls_context(dict(parse_url("rediss://redis.example:6380/0")))
+    assert strict.verify_mode is ssl.CERT_REQUIRED and strict.check_hostname
+    loose = tls_context(dict(parse_url("rediss://redis.example:6380/0?ssl_cert_reqs=none")))
+    assert loose.verify_mode is ssl.CERT_NONE and not loose.check_hostname
+
+
+async def test_a_password_and_a_database_in_the_url_are_used(redis_server: RedisServer) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.config_set("requirepass", "s3cret")
+        url = f"redis://:s3cret@127.0.0.1:{redis_server.port}/3"
+        backend = RedisBackend(url, prefix="t")
+        async with running(backend) as hub:
+            await backend.listen("room")
+            message_id = await backend.publish("room", "hi", history=1)
+            await hub.wait_for_payloads("room", 1)
+        check = aioredis.Redis.from_url(url)
+        try:
+            assert await check.exists("t:stream:room") == 1  # in database 3
+        finally:
+            await check.aclose()
+        assert hub.ids("room") == [message_id]
+        wrong = RedisBackend(f"redis://:nope@127.0.0.1:{redis_server.port}/3", prefix="t")
+        async with running(wrong):
+            with pytest.raises(HubUnavailable):
+                await wrong.publish("room", "refused")
+    finally:
+        await admin.aclose()

@@ -384,9 +384,22 @@ async def open_connection(options: dict[str, Any], protocol: asyncio.Protocol) -
         return
     context = None
     if "SSL" in getattr(options.get("connection_class"), "__name__", ""):
-        context = ssl.create_default_context()
+        context = tls_context(options)
     await loop.create_connection(lambda: protocol, options.get("host", "127.0.0.1"),
                                  int(options.get("port", 6379)), ssl=context)
+
+
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """``rediss://``: verified against the system's CAs (or ``ssl_ca_certs``);
+    ``ssl_cert_reqs=none`` turns verification off, ``ssl_certfile``/``ssl_keyfile``
+    give a client certificate (the URL options redis-py reads)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
 
 
 def handshake(options: dict[str, Any], client_name: str) -> list[Command]:
