@@ -180,7 +180,7 @@ def serve(name: str, port: int) -> None:
                         for t in counts if counts[t] - base_counts[t] >= conns // 2}
             print(json.dumps({
                 "kinds": {k: v / conns for k, v in kinds.items()},
-                "sites": {k: v / conns for k, v in sites.most_common(25)},
+                "sites": {k: v / conns for k, v in sites.most_common(40)},
                 "types": per_type,
                 "rss": (_rss() - state["rss"]) / conns,
             }), flush=True)
@@ -256,7 +256,7 @@ def report(name: str, result: dict[str, Any]) -> None:
     for kind, (count, size) in sorted(result["types"].items(), key=lambda kv: -kv[1][1])[:16]:
         print(f"    {kind:44s} {count:5.2f} × = {size:6.0f} B")
     print("  top allocation sites:")
-    for site, size in list(result["sites"].items())[:12]:
+    for site, size in list(result["sites"].items())[:int(os.environ.get("SITES", "12"))]:
         print(f"    {site:44s} {size:8.0f} B")
 
 
