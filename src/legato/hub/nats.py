@@ -100,6 +100,7 @@ logger = logging.getLogger("legato.hub")
 EXPECTED = "Nats-Expected-Last-Subject-Sequence"  # JetStream's compare-and-set header
 _WRONG_LAST = 10071  # JetStream's error code: the subject's last sequence is another
 _CAS_TRIES = 64  # publishers racing on one topic: give up (HubUnavailable) after these
+_REFILL_TRIES = 10  # reads of a hole a live copy showed, while connected (~3 s in all)
 _SAFE = re.compile(r"[A-Za-z0-9_-]")
 _TEXT, _BINARY, _KEYED_TEXT, _KEYED_BINARY = 0x74, 0x62, 0x54, 0x42  # t b T B
 #: Claims (once keys) last at most this long whatever their ttl: the bucket's TTL.
@@ -246,13 +247,9 @@ class NatsBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self) -> None:
-        nc = await nats.connect(
-            self.servers, name=f"legato:{self.names['root']}:{self.process_id[:12]}",
-            connect_timeout=self.timeout, ping_interval=self.ping_interval,
-            max_outstanding_pings=2, allow_reconnect=True, max_reconnect_attempts=-1,
-            reconnect_time_wait=self.reconnect_wait,
-            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
-            error_cb=self._on_error)
+        # nats-py's first connect tries for ever (max_reconnect_attempts=-1): bounded
+        # here, and retried by _connect_later with the hub's own backoff.
+        nc = await asyncio.wait_for(self._open(), self.timeout + 0.5)
         self._nc, self._js = nc, nc.jetstream(timeout=self.timeout)
         try:
             await self._set_up()
@@ -264,6 +261,15 @@ class NatsBackend:
                 await nc.close()
             raise
         await self._recover()
+
+    async def _open(self) -> Client:
+        return await nats.connect(
+            self.servers, name=f"legato:{self.names['root']}:{self.process_id[:12]}",
+            connect_timeout=self.timeout, ping_interval=self.ping_interval,
+            max_outstanding_pings=2, allow_reconnect=True, max_reconnect_attempts=-1,
+            reconnect_time_wait=self.reconnect_wait,
+            disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error)
 
     async def _connect_later(self) -> None:
         delay = self.reconnect_wait
@@ -290,7 +296,7 @@ class NatsBackend:
         except nats.js.errors.BadRequestError:  # there, with another configuration
             info = await self._js.stream_info(self.names["stream"])
         assert info.created is not None
-        self._created = _created_ms(info.created)
+        self._stream_is(_created_ms(info.created))
         self._presence.kv = await self._bucket(self.names["presence"], self.presence_ttl)
         self._once = await self._bucket(self.names["once"], ONCE_BUCKET_TTL)
 
@@ -330,7 +336,7 @@ class NatsBackend:
         refilled = 0
         if self._down_since is not None:
             for topic in list(self._subs):
-                refilled += await self._refill(topic, None)
+                refilled += await self._refill(topic)
         if not self._set_state(State.CONNECTED) or self._down_since is None:
             return
         downtime = asyncio.get_running_loop().time() - self._down_since
@@ -598,7 +604,7 @@ class NatsBackend:
         if created != self._created:
             if created < self._created:
                 return  # a copy from a stream deleted since
-            self._new_stream(topic, created)
+            self._stream_is(created)
         last = self._last.get(topic)
         if last is not None and seq <= last:
             return
@@ -609,22 +615,39 @@ class NatsBackend:
         self._held[topic] = [(created, seq, prev, body)]  # prev > last: some are missing
         self._spawn(self._refill_then_release(topic, prev), "legato-hub-nats-refill")
 
-    def _new_stream(self, topic: str, created: int) -> None:
-        """The stream was created again (its history is gone): ids start over."""
-        last = self._last.get(topic)
-        if last:
-            self._emit("gap", {"topic": topic, "after": self._id(last),
-                               "reason": "stream recreated"})
+    def _stream_is(self, created: int) -> None:
+        """The stream's creation time; a new one means the stream was created again
+        (NATS came back without its store, or it was deleted): its history is gone, ids
+        start over, and every topic delivered from the old one has a gap."""
+        if created == self._created:
+            return
+        if self._created:
+            for topic, last in self._last.items():
+                if last:
+                    self._emit("gap", {"topic": topic, "after": self._id(last),
+                                       "reason": "stream recreated"})
+                    self._last[topic] = 0
+            self._tails.clear()
         self._created = created
-        self._tails.clear()
-        for name in self._last:
-            self._last[name] = 0
 
     async def _refill_then_release(self, topic: str, until: int) -> None:
-        try:
-            await self._refill(topic, until, hold=False)
-        finally:
-            self._release(topic)
+        """Read the messages a live copy showed missing. While NATS is unreachable the
+        copies stay held: the reconnection's refill delivers them with the rest."""
+        for attempt in range(_REFILL_TRIES):
+            try:
+                await self._read_forward(topic, until)
+            except HubUnavailable as exc:
+                logger.debug("hub nats: refilling %r failed: %s", topic, exc)
+                if self._state is not State.CONNECTED:
+                    return
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            break
+        else:  # NATS answers, but not this: give the hole up rather than hold for ever
+            last = self._last.get(topic) or 0
+            self._emit("gap", {"topic": topic, "after": self._id(last), "reason": "unread"})
+            self._last[topic] = until
+        self._release(topic)
 
     def _release(self, topic: str) -> None:
         """Deliver the live copies held while refilling, in order (skipping what the
@@ -633,43 +656,51 @@ class NatsBackend:
         for created, seq, prev, body in sorted(held or ()):
             self._receive(topic, created, seq, prev, body)
 
-    async def _refill(self, topic: str, until: int | None, *, hold: bool = True) -> int:
-        """Deliver what JetStream holds after the topic's last delivered sequence (up to
-        ``until``), holding live copies meanwhile; reports a broken chain as a gap."""
+    async def _refill(self, topic: str) -> int:
+        """After a reconnection: deliver what JetStream holds after the topic's last
+        delivered sequence, holding its live copies meanwhile."""
         if topic not in self._subs:
             return 0
-        if hold:
-            self._held.setdefault(topic, [])
+        self._held.setdefault(topic, [])
         count = 0
         try:
-            count = await self._read_forward(topic, until)
+            count = await self._read_forward(topic, None)
         except HubUnavailable as exc:
             logger.debug("hub nats: refilling %r failed: %s", topic, exc)
         finally:
-            if hold:
-                self._release(topic)
+            self._release(topic)
         return count
 
     async def _read_forward(self, topic: str, until: int | None) -> int:
-        subject, last = self._subject("h", topic), self._last.get(topic)
-        if last is None:  # never knew where the topic was: start from now
+        """Deliver the topic's stored messages after its last delivered sequence (up to
+        ``until``), in order; a predecessor that is not the one delivered before is a
+        broken chain: a ``"gap"`` event. Safe beside another reader of the same topic."""
+        subject = self._subject("h", topic)
+        if self._last.get(topic) is None:  # never knew where the topic was: from now
             tail = await self._tail(subject, "refill a gap")
             self._last[topic] = 0 if tail is None else tail.seq
             return 0
         count = 0
-        while until is None or last < until:
+        while topic in self._subs:
+            last = self._last.get(topic) or 0
+            if until is not None and last >= until:
+                break
             found = await self._get("refill a gap", seq=last + 1, subject=subject, after=True)
             if found is None or found.seq is None or topic not in self._subs:
                 break
+            current = self._last.get(topic) or 0
+            if found.seq <= current:
+                continue  # another reader delivered it meanwhile
             prev, body = _stored(found)
-            if prev != last:
-                self._emit("gap", {"topic": topic, "after": self._id(last),
+            if prev != current:
+                self._emit("gap", {"topic": topic, "after": self._id(current),
                                    "reason": "trimmed"})
-            last = self._last[topic] = found.seq
+            self._last[topic] = found.seq
             self._deliver(topic, found.seq, body)
             count += 1
-        if until is not None and last < until:
-            self._emit("gap", {"topic": topic, "after": self._id(last), "reason": "trimmed"})
+        if until is not None and (self._last.get(topic) or 0) < until:
+            self._emit("gap", {"topic": topic, "after": self._id(self._last.get(topic) or 0),
+                               "reason": "trimmed"})
             self._last[topic] = until
         return count
 
