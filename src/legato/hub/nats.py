@@ -190,7 +190,8 @@ class NatsBackend:
         self._last: dict[str, int | None] = {}  # topic → last sequence delivered
         self._held: dict[str, list[tuple[int, int, int, bytes]]] = {}  # while refilling
         self._tails: dict[str, int] = {}  # topic → its last sequence, as this process knows
-        self._locks: dict[str, asyncio.Lock] = {}  # one publisher at a time per topic
+        # topic → [lock, publishers using it]: one JetStream publish at a time per topic
+        self._locks: dict[str, list[Any]] = {}
         self._down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence = _Presence(self)
@@ -371,18 +372,22 @@ class NatsBackend:
             raise ValueError("history must be >= 0")
         nc, _ = self._connected(f"publish to {topic!r}")
         body = b"%d " % min(keep, self.max_history) + _encode(payload, key)
-        lock = self._locks.get(topic)
-        if lock is None:
-            lock = self._locks[topic] = asyncio.Lock()
+        # One lock per topic while it has publishers, counted (a released lock is not
+        # "locked" while the next waiter has yet to run: only the count says it is free).
+        held = self._locks.get(topic)
+        if held is None:
+            held = self._locks[topic] = [asyncio.Lock(), 0]
+        held[1] += 1
         try:
-            async with lock:
+            async with held[0]:
                 seq, prev = await self._store(topic, body)
                 message_id = f"{self._created}-{seq}"
                 with suppress(*_NATS_ERRORS):  # stored: a lost copy is refilled
                     await nc.publish(self._subject("l", topic),
                                      b"%s %d " % (message_id.encode(), prev) + body)
         finally:
-            if not lock.locked() and self._locks.get(topic) is lock:
+            held[1] -= 1
+            if not held[1]:
                 del self._locks[topic]
         return message_id
 
