@@ -13,12 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats_servers import NatsServer
 from recording import Recorder, running
 
-from legato.hub import backend_for
+from legato.hub import Hub, SubscribeUnavailable, backend_for
 from legato.hub.backend import Gap, HubUnavailable, PublishOutcomeUnknown, id_key
 from legato.hub.nats import NatsBackend, State, topic_token
 
@@ -292,6 +293,26 @@ async def test_start_with_nats_unreachable_reports_it_and_connects_when_it_comes
         message_id = await backend.publish("room", "hello")
         await hub.wait_for_payloads("room", 1)
     assert hub.messages == [("room", message_id, "hello")]
+
+
+async def test_P4_a_since_subscribe_during_an_outage_raises_subscribe_unavailable(
+        nats_server: NatsServer) -> None:
+    hub = Hub(f"{nats_server.url}?prefix=t&timeout=0.5")
+    await hub.start()
+    try:
+        nats_server.kill()
+
+        class Open:  # an accepted WebSocket, as the channel layer has
+            state = type("S", (), {"name": "OPEN"})()
+            scope: dict[str, Any] = {}
+
+        with pytest.raises(SubscribeUnavailable) as refused:
+            await hub.subscribe(Open(), "room", since="1-0")  # type: ignore[arg-type]
+        assert isinstance(refused.value, HubUnavailable) and refused.value.status_code == 503
+        assert hub._subscribers == {} and hub._outboxes == {}
+        assert hub.backend._subs == {}  # nothing for the reconnection to subscribe
+    finally:
+        await hub.stop()
 
 
 # ---------------------------------------------------------------- names and URLs
