@@ -154,7 +154,9 @@ class Connection:
         self._msg_wire = 0
         self._msg = Pieces()  # the message assembled from several frames or pieces
         self._msg_checked = 0  # how many of its bytes the UTF-8 validator has seen
-        self._frame_z = Pieces()  # a compressed frame arriving in pieces
+        # A compressed frame arriving in pieces; made by the first one (permessage-
+        # deflate only), not held by every connection.
+        self._frame_z: Pieces | None = None
         self._validator: Utf8Validator | None = None
         # data frame whose payload is arriving in pieces
         self._frame_remaining = 0
@@ -558,10 +560,13 @@ class Connection:
         if self._msg_compressed:
             # Inflate a compressed frame once, when whole: one zlib call and one output
             # buffer instead of one per piece (the inflate is still bounded, see _add_chunk).
-            self._frame_z.append(piece)
+            frame_z = self._frame_z
+            if frame_z is None:
+                frame_z = self._frame_z = Pieces()
+            frame_z.append(piece)
             if not self._frame_remaining:
-                self._add_chunk(self._frame_z.join())
-                self._frame_z.clear()
+                self._add_chunk(frame_z.join())
+                frame_z.clear()
         else:
             self._add_chunk(piece)
         if not self._frame_remaining:

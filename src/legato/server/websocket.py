@@ -96,7 +96,7 @@ class WebSocketSession:
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._denial: list[bytes] | None = None
-        self._denial_body: list[bytes] = []
+        self._denial_body: list[bytes] | None = None  # a denial response's body pieces
         #: Called when the transport's write buffer drains below its low-water mark
         #: (the hub flushes a connection's outbox then; no task per subscriber).
         self.on_writable: Any = None
@@ -334,9 +334,12 @@ class WebSocketSession:
     def _deny_body(self, message: dict[str, Any]) -> None:
         if self._denial is None:
             raise RuntimeError("websocket.http.response.body before its start")
-        self._denial_body.append(bytes(message.get("body", b"")))
+        pieces = self._denial_body
+        if pieces is None:
+            pieces = self._denial_body = []
+        pieces.append(bytes(message.get("body", b"")))
         if not message.get("more_body", False):
-            body = b"".join(self._denial_body)
+            body = b"".join(pieces)
             head = b"".join(self._denial) + self.http.state.date_header() + \
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
             self._finish_http(head + body)
