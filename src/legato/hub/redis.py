@@ -50,14 +50,14 @@ again (no waiting for the backoff), and while it is not connected, what this pro
 publishes and Redis acknowledges is delivered to its own subscribers at once (then
 skipped when the refill or the live copy brings it: once, under Redis's id).
 
-*Presence.* ``join`` writes a hash field and keeps this process's heartbeat key alive
-(TTL ``presence_ttl``, refreshed every third of it, with the TTL of the hashes it is in:
-a room whose processes all died vanishes). The joins and leaves of one loop iteration
-are written together (10,000 leaving at once is one write). ``members()`` keeps the
-fields of live processes and deletes the others (one Lua script); ``count()`` adds up
-the per-process counts of live processes (O(processes), not O(members)).
-``join``/``leave`` never raise: while Redis is unreachable the heartbeat applies them
-later, and rewrites this process's entries after a Redis restart.
+*Presence* (redis_presence.py). ``join`` writes a hash field and keeps this process's
+heartbeat key alive (TTL ``presence_ttl``, refreshed every third of it, with the TTL of
+the hashes it is in: a room whose processes all died vanishes). The joins and leaves of
+one loop iteration are written together (10,000 leaving at once is one write).
+``members()`` keeps the fields of live processes and deletes the others (one Lua
+script); ``count()`` adds up the per-process counts of live processes (O(processes),
+not O(members)). ``join``/``leave`` never raise: while Redis is unreachable the
+heartbeat applies them later, and rewrites this process's entries after a Redis restart.
 
 *Start.* ``start()`` tries once and does not raise when Redis is unreachable: it
 reports ``"disconnected"`` and keeps reconnecting, so an app boots while Redis restarts.
@@ -92,6 +92,7 @@ from .. import jsoncodec
 from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, PublishOutcomeUnknown,
                       Sink, Stored, id_key, replay_gap)
 from .pipeline import Pipeline
+from .redis_presence import RedisPresence, text as _text
 from .resp import Reply, ReplyError
 from .subscriber import PubSubConnection
 
@@ -133,37 +134,6 @@ local count = tonumber(newest[1][2][2])
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {newest[1][1], oldest[1][1],
         redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', count + 1)}
-"""
-
-# KEYS[1] presence hash; ARGV: heartbeat key prefix, this process's id.
-# Returns the live fields and values, flat; deletes the fields of dead processes.
-_MEMBERS = """
-local flat = redis.call('HGETALL', KEYS[1])
-local out, alive = {}, {}
-for i = 1, #flat, 2 do
-  local pid = string.match(flat[i], '^([^:]*):') or ''
-  local ok = alive[pid]
-  if ok == nil then
-    ok = pid == ARGV[2] or redis.call('EXISTS', ARGV[1] .. pid) == 1
-    alive[pid] = ok
-  end
-  if ok then out[#out + 1] = flat[i]; out[#out + 1] = flat[i + 1]
-  else redis.call('HDEL', KEYS[1], flat[i]) end
-end
-return out
-"""
-
-# KEYS[1] presence count hash; ARGV: heartbeat key prefix, this process's id.
-# The members of live processes; deletes the counts of dead ones.
-_COUNT = """
-local flat = redis.call('HGETALL', KEYS[1])
-local total = 0
-for i = 1, #flat, 2 do
-  if flat[i] == ARGV[2] or redis.call('EXISTS', ARGV[1] .. flat[i]) == 1 then
-    total = total + tonumber(flat[i + 1])
-  else redis.call('HDEL', KEYS[1], flat[i]) end
-end
-return total
 """
 
 _Entry = list[Any]  # a stream entry as RESP carries it: [id, [b"k", keep, b"d", data]]
@@ -258,7 +228,7 @@ class RedisBackend:
                               max_pending=max_pending, on_ready=self._answered_again,
                               on_stall=self._went_silent)
         self._options, self._sub_name = options, name + ":sub"
-        self._presence = _Presence(self._pipe, prefix, self.process_id, presence_ttl)
+        self._presence = RedisPresence(self._pipe, prefix, self.process_id, presence_ttl)
         self._state = State.IDLE
         self._sink: Sink | None = None
         self._on_event: EventSink | None = None
@@ -765,199 +735,6 @@ class RedisBackend:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
-
-
-class _Presence:
-    """This process's presence entries, and the heartbeat that keeps them alive.
-
-    The joins and leaves of one loop iteration are written in one go (``_flush``): a
-    room that 10,000 connections leave at once costs one write, not 10,000 waits for a
-    connection (issue 18 item 8). Per topic this process also writes how many members
-    it has there (``pcount``), so ``count()`` reads one number per process.
-    """
-
-    def __init__(self, pipe: Pipeline, prefix: str, process_id: str, ttl: float) -> None:
-        self._pipe = pipe
-        self._prefix = prefix
-        self._pid = process_id
-        self._ttl_ms = max(1, int(ttl * 1000))
-        self._proc = f"{prefix}:proc:{process_id}"
-        self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
-        self._leaving: set[tuple[str, str]] = set()  # left while Redis was unreachable
-        self._lost: set[str] = set()  # topics whose write failed: the heartbeat rewrites
-        # Changes of this loop iteration: topic → (members added, members removed).
-        self._dirty: dict[str, tuple[dict[str, bytes], set[str]]] = {}
-        self._flushed: asyncio.Future[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    def _hash(self, topic: str) -> str:
-        return f"{self._prefix}:presence:{topic}"
-
-    def _counts(self, topic: str) -> str:
-        return f"{self._prefix}:pcount:{topic}"
-
-    def _field(self, member: str) -> str:
-        return f"{self._pid}:{member}"
-
-    async def join(self, topic: str, member: str, info: bytes) -> None:
-        self._joined.setdefault(topic, {})[member] = info
-        self._leaving.discard((topic, member))
-        added, removed = self._dirty.setdefault(topic, ({}, set()))
-        added[member] = info
-        removed.discard(member)
-        await self._written()
-
-    async def leave(self, topic: str, member: str) -> None:
-        members = self._joined.get(topic)
-        if members is None or members.pop(member, None) is None:
-            return
-        if not members:
-            del self._joined[topic]
-        added, removed = self._dirty.setdefault(topic, ({}, set()))
-        added.pop(member, None)
-        removed.add(member)
-        await self._written()
-
-    async def _written(self) -> None:
-        """Wait for the write of this loop iteration's changes (never raises: what
-        could not be written is the heartbeat's to write)."""
-        if self._flushed is None:
-            self._flushed = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        await asyncio.shield(self._flushed)
-
-    def _start_flush(self) -> None:
-        done, self._flushed = self._flushed, None
-        dirty, self._dirty = self._dirty, {}
-        assert done is not None
-        task = asyncio.get_running_loop().create_task(self._flush(dirty, done))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, dirty: dict[str, tuple[dict[str, bytes], set[str]]],
-                     done: asyncio.Future[None]) -> None:
-        commands: list[tuple[bytes | str | int, ...]] = [
-            ("SET", self._proc, b"1", "PX", self._ttl_ms)]  # first: no member without it
-        for topic, (added, removed) in dirty.items():
-            if removed:
-                commands.append(("HDEL", self._hash(topic),
-                                 *(self._field(m) for m in removed)))
-            if added:
-                flat: list[bytes | str] = []
-                for member, info in added.items():
-                    flat += (self._field(member), info)
-                commands += [("HSET", self._hash(topic), *flat),
-                             ("PEXPIRE", self._hash(topic), self._ttl_ms)]
-            commands += self._count_commands(topic)
-        try:
-            replies = await self._pipe.call_many(commands)
-            if any(isinstance(r, ReplyError) for r in replies):
-                raise HubUnavailable(f"Redis refused a presence write: {replies}")
-        except HubUnavailable as exc:
-            logger.debug("hub redis: presence write failed (%s); the heartbeat retries", exc)
-            for topic, (_, removed) in dirty.items():
-                self._leaving.update((topic, m) for m in removed)
-                self._lost.add(topic)
-        finally:
-            done.set_result(None)
-
-    def _count_commands(self, topic: str) -> list[tuple[bytes | str | int, ...]]:
-        count = len(self._joined.get(topic, ()))
-        if not count:
-            return [("HDEL", self._counts(topic), self._pid)]
-        return [("HSET", self._counts(topic), self._pid, count),
-                ("PEXPIRE", self._counts(topic), self._ttl_ms)]
-
-    async def members(self, topic: str) -> dict[str, Any]:
-        try:
-            flat = await self._pipe.call("EVAL", _MEMBERS, 1, self._hash(topic),
-                                         f"{self._prefix}:proc:", self._pid)
-        except HubUnavailable as exc:
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
-        if not isinstance(flat, list):
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: {flat!r}")
-        return {_text(flat[i]).partition(":")[2]: jsoncodec.loads(flat[i + 1])  # type: ignore[arg-type]
-                for i in range(0, len(flat), 2)}
-
-    async def count(self, topic: str) -> int:
-        try:
-            total = await self._pipe.call("EVAL", _COUNT, 1, self._counts(topic),
-                                          f"{self._prefix}:proc:", self._pid)
-        except HubUnavailable as exc:
-            raise HubUnavailable(f"cannot count the presence of {topic!r}: {exc}") from None
-        if not isinstance(total, int):
-            raise HubUnavailable(f"cannot count the presence of {topic!r}: {total!r}")
-        return total
-
-    def _write_commands(self, topics: list[str]) -> list[tuple[bytes | str | int, ...]]:
-        """Heartbeat first, then the fields and counts: nobody sees them without a live
-        process."""
-        commands: list[tuple[bytes | str | int, ...]] = [
-            ("SET", self._proc, b"1", "PX", self._ttl_ms)]
-        for topic in topics:
-            members = self._joined.get(topic)
-            if members:
-                flat: list[bytes | str] = []
-                for member, info in members.items():
-                    flat += (self._field(member), info)
-                commands += [("HSET", self._hash(topic), *flat),
-                             ("PEXPIRE", self._hash(topic), self._ttl_ms)]
-            commands += self._count_commands(topic)
-        return commands
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl_ms / 3000)
-            try:
-                await self.beat()
-            except HubUnavailable as exc:
-                logger.debug("hub redis: presence heartbeat failed: %s", exc)
-            except Exception:  # a bug: say it, keep the heartbeat alive
-                logger.exception("hub redis: presence heartbeat failed")
-
-    async def beat(self) -> None:
-        """Refresh the heartbeat and the hashes' TTLs; rewrite what Redis lost."""
-        if not self._joined and not self._leaving and not self._lost:
-            return
-        leaving, topics, failed = list(self._leaving), list(self._joined), set(self._lost)
-        commands: list[tuple[bytes | str | int, ...]] = [
-            ("HDEL", self._hash(topic), self._field(member)) for topic, member in leaving]
-        commands.append(("SET", self._proc, b"1", "PX", self._ttl_ms, "XX"))
-        for topic in topics:
-            commands += [("PEXPIRE", self._hash(topic), self._ttl_ms),
-                         ("PEXPIRE", self._counts(topic), self._ttl_ms)]
-        results = await self._pipe.call_many(commands)
-        self._leaving.difference_update(leaving)
-        self._lost.difference_update(failed)
-        alive, kept = results[len(leaving)], results[len(leaving) + 1:]
-        # No heartbeat key: we stalled past the TTL and others may have deleted our
-        # fields, or Redis restarted. No hash: Redis restarted or it expired.
-        lost = set(topics) if alive is None else {
-            t for t, ok, ok_count in zip(topics, kept[::2], kept[1::2], strict=True)
-            if not ok or not ok_count}
-        lost |= failed
-        if lost:
-            await self._pipe.call_many(self._write_commands(sorted(lost)))
-
-    async def clear(self) -> None:
-        """Remove this process's entries and heartbeat (errors: they expire anyway)."""
-        commands: list[tuple[bytes | str | int, ...]] = []
-        for topic, members in self._joined.items():
-            if members:
-                commands.append(("HDEL", self._hash(topic),
-                                 *(self._field(m) for m in members)))
-            commands.append(("HDEL", self._counts(topic), self._pid))
-        for topic, member in self._leaving:
-            commands.append(("HDEL", self._hash(topic), self._field(member)))
-        commands.append(("DEL", self._proc))
-        with suppress(HubUnavailable):
-            await self._pipe.call_many(commands)
-        self._joined.clear()
-        self._leaving.clear()
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _encode(payload: str | bytes, key: str | None) -> bytes:
