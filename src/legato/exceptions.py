@@ -39,9 +39,13 @@ WebSocket frames, ``status_code`` for the opening handshake.
     HistoryGap                      hub: a resume's since= reaches further back than the
                                     kept history (subscribe/history(..., on_gap="raise"));
                                     .gap
-    HubUnavailable                  hub: the broker (Redis) cannot be reached; the message
-                                    did not reach other processes; .delivered_locally
-                                    (legato.hub.HubUnavailable)
+    HubUnavailable                  hub: the broker (Redis, NATS) cannot be reached; the
+    │                               message did not reach other processes;
+    │                               .delivered_locally (also legato.hub.HubUnavailable)
+    ├── PublishOutcomeUnknown       the broker got a publish and went silent: it may still
+    │                               arrive everywhere, once; not delivered locally
+    └── SubscribeUnavailable        a since= subscribe could not read the history; also an
+                                    HTTPError 503 (denied, or closed with 1013)
 
 Peer input never escapes the protocol engine as an exception: the engine catches its own
 ``RemoteProtocolError``, fails the connection with ``close_code`` and reports a close
@@ -86,6 +90,9 @@ __all__ = [
     "WebSocketDenied",
     "InvalidMessage",
     "HistoryGap",
+    "HubUnavailable",
+    "PublishOutcomeUnknown",
+    "SubscribeUnavailable",
 ]
 
 
@@ -354,3 +361,43 @@ class HistoryGap(LegatoError):
         super().__init__(f"history of {gap.topic!r} does not reach back to since="
                          f"{gap.since!r} ({gap.reason}): messages may be missing")
         self.gap = gap
+
+
+class HubUnavailable(LegatoError):
+    """The hub's broker cannot be reached: the message did not reach other processes.
+
+    ``delivered_locally`` is True when the hub still delivered it to this process's own
+    subscribers (it does, from ``Hub.publish``: local delivery goes on during an outage).
+    Here, at the bottom of the tree, so that every layer can name it (the endpoints
+    close with 1013 when one escapes a handler); ``legato.hub`` exports it too.
+    """
+
+    def __init__(self, message: str, *, delivered_locally: bool = False) -> None:
+        LegatoError.__init__(self, message)  # not super(): SubscribeUnavailable's MRO
+        self.delivered_locally = delivered_locally
+
+
+class PublishOutcomeUnknown(HubUnavailable):
+    """The publish reached the broker but no answer came back (it hung, or the
+    connection broke after the command was written): it may have been published, and may
+    still reach every process (once, under one id) when the broker resumes. It was
+    **not** delivered locally (``delivered_locally`` is False), so it is never delivered
+    twice. A caller that must not lose it can publish again; the subscribers may then
+    get it twice, under two ids (``publish(..., once=...)`` of the channel layer dedupes).
+    """
+
+
+class SubscribeUnavailable(HubUnavailable, HTTPError):
+    """``subscribe(..., since=)`` could not read the history to resume from: the broker
+    is unreachable. Nothing was subscribed or left behind. Also an ``HTTPError`` 503, so
+    a handler that does not catch it denies the handshake with 503 when it had not
+    accepted yet (``subscribe`` reads the history before accepting), or closes the
+    connection with 1013 (try again later) and no traceback; the client tries again.
+    """
+
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        HubUnavailable.__init__(self, message)
+        self.detail = "hub unavailable: try again later"
+        self.headers: dict[str, str] = {"Retry-After": "1"}

@@ -8,8 +8,9 @@ Order of events for a connection::
     generator R4, or hybrid R2) → close 1000 if still open → on_disconnect (peer closed)
     → on_close (always, once accepted) → request-scoped providers torn down
 
-Errors: an ``HTTPError`` before accept denies with its status; an ``InvalidMessage``
-closes with its code (1007/1003, W13); a ``WebSocketDisconnect`` whose code the route
+Errors: an ``HTTPError`` before accept denies with its status (after: closes with 1008,
+1013 for 503, 1011 for the other 5xx); a ``HubUnavailable`` is a 503 (a warning, no
+traceback); an ``InvalidMessage`` closes with its code (1007/1003, W13); a ``WebSocketDisconnect`` whose code the route
 catches ends quietly (W8); anything else closes with 1011 (or 500 before accept) and is
 re-raised so the server logs it with its traceback (W9).
 """
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .exceptions import HTTPError, InvalidMessage, WebSocketDisconnect
+from .exceptions import HTTPError, HubUnavailable, InvalidMessage, WebSocketDisconnect
 from .metrics import RouteMetrics
 from .origins import refused_cross_site
 from .params import fill_path_params
@@ -128,6 +129,11 @@ class WebSocketEndpoint:
         except InvalidMessage as exc:
             logger.info("closing WebSocket %s: %s", ws.path, exc)
             await ws.ensure_closed(exc.close_code, _short(str(exc)))
+        except HubUnavailable as exc:
+            # The hub's broker is down (App(hub_strict=True) lets it out): not a bug in
+            # the handler, an outage the client outlasts by coming back later.
+            logger.warning("WebSocket %s: %s", ws.path, exc)
+            await _http_error(ws, HTTPError(503, "hub unavailable: try again later"))
         except WebSocketDisconnect as exc:
             if exc.code == 1006 and not is_caught(exc.code, ws.caught_close_codes):
                 # A peer that vanished (no closing handshake) is normal on the web: the
@@ -271,9 +277,10 @@ async def _http_error(ws: WebSocket, exc: HTTPError) -> None:
         body = detail if isinstance(detail, (str, bytes)) else str(detail)
         await ws.send_denial(exc.status_code, body, exc.headers)
         return
-    # After accept an HTTP status cannot be sent: policy violation or internal error.
-    await ws.ensure_closed(1008 if exc.status_code < 500 else 1011,
-                           _short(str(exc.detail)))
+    # After accept an HTTP status cannot be sent: policy violation, try again later
+    # (503: the service is unavailable for now), or internal error.
+    code = 1013 if exc.status_code == 503 else 1008 if exc.status_code < 500 else 1011
+    await ws.ensure_closed(code, _short(str(exc.detail)))
 
 
 async def _crashed(ws: WebSocket, exc: Exception, debug: bool) -> None:

@@ -80,19 +80,23 @@ def test_18_5_hub_strict_makes_the_publish_raise_for_handlers_that_answer_it(
         assert {"error": "not sent", "local": True} in got
 
 
-def test_18_5_a_strict_publish_that_escapes_the_handler_still_closes_with_1011(
-        redis_server: RedisServer) -> None:
-    """What the default protects from: the old shape under ``hub_strict=True``."""
+def test_18_5_a_strict_publish_that_escapes_the_handler_closes_with_1013_not_1011(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The old shape under ``hub_strict=True``: the client is closed, but with 1013 (try
+    again later: an outage, not a bug) and a warning, no ERROR traceback."""
     app = chat_app(f"{redis_server.url}?prefix=escape&timeout=0.5", hub_strict=True)
     with TestClient(app, raise_server_exceptions=False) as client, \
             client.websocket_connect("/room") as ws:
         assert ws.receive_json() == {"ready": True}
         redis_server.kill()
-        ws.send_text("during")
-        with pytest.raises(WebSocketDisconnect) as closed:
-            while True:
-                ws.receive_json()
-        assert closed.value.code == 1011
+        with caplog.at_level(logging.WARNING):
+            ws.send_text("during")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    ws.receive_json()
+        assert closed.value.code == 1013
+        assert closed.value.reason == "hub unavailable: try again later"
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_18_5_the_same_handler_runs_unchanged_on_the_memory_hub() -> None:

@@ -190,12 +190,13 @@ def test_18_3_a_since_subscribe_during_an_outage_is_refused_with_503_and_leaves_
                 with client.websocket_connect(f"/held/a?since={last}"):
                     pass
             assert denied.value.status_code == 503
-            # Accepted before: closed with the reason, no traceback (the close code
-            # of an HTTPError after accept is the framework's: 1011 today).
+            # Accepted before: closed with 1013 (try again later) and the reason, no
+            # traceback.
             with client.websocket_connect(f"/rooms/a?since={last}") as ws, \
                     pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
             assert closed.value.reason == "hub unavailable: try again later"
+            assert closed.value.code == 1013
         assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
         hub = app.hub
         assert "room:a" not in hub._subscribers and not hub._outboxes
@@ -251,6 +252,23 @@ async def test_18_4_after_redis_returns_the_subscription_reconnects_at_once_not_
             second = await b.publish("room", "from elsewhere")
         await hub.wait_until(lambda: second in hub.ids("room"))
         assert hub.ids("room") == [first, second]  # the first once: not refilled again
+
+
+async def test_18_4_a_process_that_publishes_nothing_reconnects_once_redis_listens_again(
+        redis_server: RedisServer) -> None:
+    # Its backoff would be 4 s; the probe of the refused port finds Redis back sooner.
+    quiet = RedisBackend(redis_server.url, prefix="t", reconnect_backoff=(4.0, 4.0))
+    async with running(quiet) as hub:
+        await quiet.listen("room")
+        redis_server.kill()
+        await hub.wait_until(lambda: hub.event("disconnected"), timeout=3)
+        await asyncio.sleep(4.5)  # one full attempt refused: the probing starts
+        await asyncio.to_thread(redis_server.start)
+        await hub.wait_until(lambda: hub.event("reconnected"), timeout=1.5)
+        other = RedisBackend(redis_server.url, prefix="t")
+        async with running(other):
+            sent = await other.publish("room", "to the quiet one")
+        await hub.wait_until(lambda: sent in hub.ids("room"))
 
 
 async def test_18_4_what_a_process_publishes_while_its_subscription_is_down_reaches_it_once(

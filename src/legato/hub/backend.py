@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..exceptions import HTTPError, LegatoError
+from ..exceptions import HubUnavailable, PublishOutcomeUnknown, SubscribeUnavailable
 
 __all__ = ["Backend", "Gap", "MemoryBackend", "HubUnavailable", "PublishOutcomeUnknown",
            "SubscribeUnavailable", "Sink", "EventSink", "Stored", "id_key", "replay_gap"]
@@ -48,44 +48,6 @@ Sink = Callable[[str, str, "str | bytes", "str | None"], None]
 Stored = tuple[str, "str | bytes", "str | None"]
 #: ``on_event(kind, details)``: "disconnected", "reconnected", "gap"...
 EventSink = Callable[[str, dict[str, Any]], None]
-
-
-class HubUnavailable(LegatoError):
-    """The hub's broker cannot be reached: the message did not reach other processes.
-
-    ``delivered_locally`` is True when the hub still delivered it to this process's own
-    subscribers (it does, from ``Hub.publish``: local delivery goes on during an outage).
-    """
-
-    def __init__(self, message: str, *, delivered_locally: bool = False) -> None:
-        LegatoError.__init__(self, message)  # not super(): SubscribeUnavailable's MRO
-        self.delivered_locally = delivered_locally
-
-
-class PublishOutcomeUnknown(HubUnavailable):
-    """The publish reached Redis but no answer came back (Redis hung, or the connection
-    broke after the command was written): it may have been published, and may still
-    reach every process (once, under one id) when Redis resumes. It was **not**
-    delivered locally (``delivered_locally`` is False), so it is never delivered twice.
-    A caller that must not lose it can publish again; the subscribers may then get it
-    twice, under two ids (``publish(..., once=...)`` of the channel layer dedupes).
-    """
-
-
-class SubscribeUnavailable(HubUnavailable, HTTPError):
-    """``subscribe(..., since=)`` could not read the history to resume from: the broker
-    is unreachable. Nothing was subscribed or left behind. Also an ``HTTPError`` 503, so
-    a handler that does not catch it denies the handshake with 503 when it had not
-    accepted yet (``subscribe`` reads the history before accepting), or closes the
-    connection without a traceback; the client tries again later.
-    """
-
-    status_code = 503
-
-    def __init__(self, message: str) -> None:
-        HubUnavailable.__init__(self, message)
-        self.detail = "hub unavailable: try again later"
-        self.headers: dict[str, str] = {"Retry-After": "1"}
 
 
 @dataclass(frozen=True)
