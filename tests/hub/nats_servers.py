@@ -102,6 +102,12 @@ class NatsServer:
         """SIGSTOP: connections stay open and silent, as behind a network partition."""
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGSTOP)
+        # kill() returns before the signal stops it: wait for the state to say so ("T").
+        deadline = time.monotonic() + 5
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        while stat.read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self.process is not None

@@ -21,7 +21,7 @@ from recording import Recorder, running
 
 from legato.hub import Hub, SubscribeUnavailable, backend_for
 from legato.hub.backend import Gap, HubUnavailable, PublishOutcomeUnknown, id_key
-from legato.hub.nats import NatsBackend, State, topic_token
+from legato.hub.nats import AFTER, NatsBackend, State, topic_token
 
 #: A hub backend in an OS process of its own: member "peer" of "room", listens to
 #: "ring"; on "go" on stdin publishes argv[3] messages to "ring", then prints the ids it
@@ -91,8 +91,10 @@ async def test_two_processes_publishing_to_one_topic_both_get_every_message_once
     assert [i for i, _ in theirs] == ids  # the same messages, the same order
     assert [p for p, _ in zip(hub.payloads("ring"), ids, strict=True)] == [p for _, p in theirs]
     assert [i for i in ids if i in set(mine)] == mine  # ours among them, as published
-    # The two raced for the topic's next sequence: the loser asked again.
+    # The two raced for the topic's next sequence: the loser asked again (and appended
+    # when it kept losing), and the peer published all of its messages.
     assert backend.cas_retries > 0
+    assert sum(1 for p in hub.payloads("ring") if str(p).startswith("peer")) == 300
 
 
 async def test_concurrent_publishes_of_one_process_get_growing_ids_and_arrive_in_order(
@@ -141,6 +143,27 @@ async def test_live_copies_that_crossed_on_the_way_are_delivered_in_id_order(
         await asyncio.sleep(0.1)  # the crossed copy of "one" has come too
     assert hub.payloads("room") == ["zero", "one", "two"]
     assert in_id_order(hub.ids("room"))
+
+
+async def test_a_message_appended_after_a_lost_race_finds_its_predecessor_for_history(
+        nats_url: str, nats_prefix: str) -> None:
+    # A publisher that lost the race for a topic's next sequence too often stores its
+    # message without compare-and-set, with the last sequence it knew as a lower bound:
+    # another message came in between, and history, resume and the live copy see it.
+    backend = NatsBackend(nats_url, prefix=nats_prefix)
+    async with running(backend):
+        ids = [await backend.publish("room", f"m{n}", history=10) for n in range(2)]
+        assert backend._js is not None
+        subject = backend._subject("h", "room")
+        ack = await backend._js.publish(subject, b"10 tm2",
+                                        headers={AFTER: str(id_key(ids[0])[1])})
+        appended = f"{backend._created}-{ack.seq}"
+        assert await backend._predecessor(subject, ack.seq, id_key(ids[0])[1]) == \
+            id_key(ids[1])[1]
+        everything = [(ids[0], "m0", None), (ids[1], "m1", None), (appended, "m2", None)]
+        assert await backend.history("room") == everything
+        assert await backend.replay("room", ids[0]) == (everything[1:], None)
+        assert await backend.replay("room", ids[1]) == (everything[2:], None)
 
 
 # ---------------------------------------------------------------- history and gaps

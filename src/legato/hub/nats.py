@@ -72,7 +72,6 @@ import asyncio
 import enum
 import logging
 import re
-import time
 import uuid
 from contextlib import suppress
 from typing import Any
@@ -92,19 +91,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import jsoncodec
 from .backend import (EventSink, Gap, HubUnavailable, PublishOutcomeUnknown, Sink, Stored,
                       id_key, replay_gap)
+from .nats_kv import NATS_ERRORS, ONCE_BUCKET_TTL, Claims, Presence, topic_token
 
 __all__ = ["NatsBackend", "State", "topic_token", "names"]
 
 logger = logging.getLogger("legato.hub")
 
 EXPECTED = "Nats-Expected-Last-Subject-Sequence"  # JetStream's compare-and-set header
+#: Header of a message stored without compare-and-set: the topic's last sequence as its
+#: publisher knew it, a lower bound of its predecessor (see ``_append``).
+AFTER = "Legato-After"
 _WRONG_LAST = 10071  # JetStream's error code: the subject's last sequence is another
-_CAS_TRIES = 64  # publishers racing on one topic: give up (HubUnavailable) after these
+#: Compare-and-set attempts before a publisher that keeps losing the race for a topic's
+#: next sequence (to a publisher that learns its own sequences first) appends instead.
+_CAS_TRIES = 3
 _REFILL_TRIES = 10  # reads of a hole a live copy showed, while connected (~3 s in all)
-_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _TEXT, _BINARY, _KEYED_TEXT, _KEYED_BINARY = 0x74, 0x62, 0x54, 0x42  # t b T B
-#: Claims (once keys) last at most this long whatever their ttl: the bucket's TTL.
-ONCE_BUCKET_TTL = 86_400.0
 
 
 class State(enum.Enum):
@@ -123,14 +125,7 @@ _TRANSITIONS = {
     State.CLOSED: set(),
 }
 
-#: Errors of nats-py that mean "NATS cannot be reached or did not answer".
-_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
-
-
-def topic_token(topic: str) -> str:
-    """One subject token (and KV key part) for any topic, reversibly (see above)."""
-    out = [c if _SAFE.match(c) else "".join(f"={b:02X}" for b in c.encode()) for c in topic]
-    return "".join(out) or "="
+_NATS_ERRORS = NATS_ERRORS
 
 
 def names(prefix: str) -> dict[str, str]:
@@ -158,7 +153,8 @@ class NatsBackend:
     * ``reconnect_wait`` (s, 0.25): nats-py's wait between reconnection attempts.
 
     The stream and buckets are created when missing; an existing one is used as it is.
-    Counters: ``reconnects``, ``messages_refilled``, ``cas_retries``.
+    Counters: ``reconnects``, ``messages_refilled``, ``cas_retries`` (races lost for a
+    topic's next sequence), ``appends`` (publishes stored after losing ``_CAS_TRIES``).
     """
 
     def __init__(self, url: str = "nats://127.0.0.1:4222", *, prefix: str = "legato",
@@ -178,7 +174,7 @@ class NatsBackend:
         self.max_history, self.history_ttl = max_history, history_ttl
         self.timeout, self.ping_interval, self.reconnect_wait = (
             timeout, ping_interval, reconnect_wait)
-        self.reconnects = self.messages_refilled = self.cas_retries = 0
+        self.reconnects = self.messages_refilled = self.cas_retries = self.appends = 0
         self._state = State.IDLE
         self._sink: Sink | None = None
         self._on_event: EventSink | None = None
@@ -194,8 +190,9 @@ class NatsBackend:
         self._locks: dict[str, list[Any]] = {}
         self._down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._presence = _Presence(self)
-        self._once: KeyValue | None = None
+        self._presence = Presence(self.process_id, presence_ttl, timeout,
+                                  connected=self._is_connected, spawn=self._spawn)
+        self._claims = Claims()
 
     @property
     def state(self) -> State:
@@ -299,7 +296,7 @@ class NatsBackend:
         assert info.created is not None
         self._stream_is(_created_ms(info.created))
         self._presence.kv = await self._bucket(self.names["presence"], self.presence_ttl)
-        self._once = await self._bucket(self.names["once"], ONCE_BUCKET_TTL)
+        self._claims.kv = await self._bucket(self.names["once"], ONCE_BUCKET_TTL)
 
     async def _bucket(self, name: str, ttl: float) -> KeyValue:
         assert self._js is not None
@@ -357,6 +354,9 @@ class NatsBackend:
 
     # ------------------------------------------------------------------ publishing
 
+    def _is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
     def _connected(self, what: str) -> tuple[Client, JetStreamContext]:
         nc, js = self._nc, self._js
         if self._state is State.CLOSED or nc is None or js is None or not nc.is_connected:
@@ -382,27 +382,36 @@ class NatsBackend:
             async with held[0]:
                 seq, prev = await self._store(topic, body)
                 message_id = f"{self._created}-{seq}"
-                with suppress(*_NATS_ERRORS):  # stored: a lost copy is refilled
-                    await nc.publish(self._subject("l", topic),
-                                     b"%s %d " % (message_id.encode(), prev) + body)
+                if prev is not None:
+                    with suppress(*_NATS_ERRORS):  # stored: a lost copy is refilled
+                        await nc.publish(self._subject("l", topic),
+                                         b"%s %d " % (message_id.encode(), prev) + body)
         finally:
             held[1] -= 1
             if not held[1]:
                 del self._locks[topic]
         return message_id
 
-    async def _store(self, topic: str, body: bytes) -> tuple[int, int]:
-        """JetStream publish as the successor of the topic's last message."""
+    async def _store(self, topic: str, body: bytes) -> tuple[int, int | None]:
+        """JetStream publish as the successor of the topic's last message; returns its
+        sequence and its predecessor's (None: not known yet, no live copy to send now).
+
+        Compare-and-set first: stored only as the successor of the sequence given, so
+        the predecessor is known without a read. A publisher that loses the race
+        ``_CAS_TRIES`` times (another one publishes back to back, learning its own
+        sequences first, and would win every time) appends without it and reads what
+        came between: slower, but every publish is stored, none starves."""
         _, js = self._connected(f"publish to {topic!r}")
         subject = self._subject("h", topic)
         prev = self._tails.get(topic)
-        for _ in range(_CAS_TRIES):
+        for attempt in range(_CAS_TRIES + 1):
             if prev is None:
                 tail = await self._tail(subject, f"publish to {topic!r}")
                 prev = 0 if tail is None else tail.seq
+            cas = attempt < _CAS_TRIES
             try:
                 ack = await js.publish(subject, body, timeout=self.timeout,
-                                       headers={EXPECTED: str(prev)})
+                                       headers={EXPECTED if cas else AFTER: str(prev)})
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code != _WRONG_LAST:
                     raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from None
@@ -425,9 +434,34 @@ class NatsBackend:
                 self._tails.clear()
             assert ack.seq is not None and prev is not None
             self._tails[topic] = ack.seq
-            return ack.seq, prev
-        raise HubUnavailable(f"cannot publish to {topic!r}: {_CAS_TRIES} publishers "
-                             "raced for its next sequence")
+            if cas:
+                return ack.seq, prev
+            self.appends += 1
+            try:  # stored: a read that fails now is no failed publish
+                return ack.seq, await self._predecessor(subject, ack.seq, prev)
+            except HubUnavailable:
+                self._spawn(self._announce_tail(topic), "legato-hub-nats-announce")
+                return ack.seq, None  # no live copy now: _announce_tail sends it
+        raise HubUnavailable(f"cannot publish to {topic!r}: no stream")
+
+    async def _predecessor(self, subject: str, seq: int, after: int) -> int:
+        """The predecessor of message ``seq``, stored without compare-and-set after
+        ``after`` (its ``AFTER`` header): the subject's last message between the two
+        (read forward, one round trip each: the messages of the publishers that won the
+        race meanwhile), else ``after`` itself."""
+        between = await self._between(subject, after, seq)
+        return between[-1].seq if between and between[-1].seq is not None else after
+
+    async def _between(self, subject: str, low: int, high: int) -> list[RawStreamMsg]:
+        """The subject's messages after ``low`` and before ``high``, oldest first."""
+        found: list[RawStreamMsg] = []
+        while True:
+            message = await self._get("read a topic's messages", seq=low + 1,
+                                      subject=subject, after=True)
+            if message is None or message.seq is None or message.seq >= high:
+                return found
+            found.append(message)
+            low = message.seq
 
     async def _set_up_again(self, topic: str) -> None:
         try:
@@ -445,7 +479,10 @@ class NatsBackend:
                 nc, _ = self._connected("announce")
                 tail = await self._tail(self._subject("h", topic), "announce")
                 if tail is not None and tail.seq is not None:
-                    prev, body = _stored(tail)
+                    prev, exact, body = _stored(tail)
+                    if not exact:
+                        prev = await self._predecessor(self._subject("h", topic), tail.seq,
+                                                       prev)
                     await nc.publish(self._subject("l", topic),
                                      b"%d-%d %d " % (self._created, tail.seq, prev) + body)
                 return
@@ -480,14 +517,20 @@ class NatsBackend:
         next one back is at or before ``after``), ``"first"`` (the topic's first
         message), ``"more"`` (``most`` + 1 reached) or ``"broken"`` (a predecessor is no
         longer stored)."""
-        newest = await self._tail(self._subject("h", topic), what)
+        subject = self._subject("h", topic)
+        newest = await self._tail(subject, what)
         found: list[tuple[int, int, bytes]] = []
         cur = newest
         while cur is not None and cur.seq is not None and cur.seq > after:
-            prev, body = _stored(cur)
+            prev, exact, body = _stored(cur)
             found.append((cur.seq, prev, body))
             if len(found) > most:
                 return found, newest, "more"
+            if not exact:  # appended after a lost race: who came between?
+                between = await self._between(subject, max(prev, after), cur.seq)
+                if between:
+                    cur = between[-1]  # its true predecessor
+                    continue
             if prev <= after:
                 return found, newest, "first" if prev == 0 else "complete"
             cur = await self._get(what, seq=prev)
@@ -696,8 +739,8 @@ class NatsBackend:
             current = self._last.get(topic) or 0
             if found.seq <= current:
                 continue  # another reader delivered it meanwhile
-            prev, body = _stored(found)
-            if prev != current:
+            prev, exact, body = _stored(found)
+            if prev != current and (exact or prev > current):
                 self._emit("gap", {"topic": topic, "after": self._id(current),
                                    "reason": "trimmed"})
             self._last[topic] = found.seq
@@ -731,11 +774,12 @@ class NatsBackend:
         await self._presence.leave(topic, member)
 
     async def members(self, topic: str) -> dict[str, Any]:
+        self._connected(f"read the presence of {topic!r}")
         return await self._presence.members(topic)
 
     async def count(self, topic: str) -> int:
         """How many members ``topic`` has in live processes (reads their values)."""
-        return len(await self._presence.members(topic))
+        return len(await self.members(topic))
 
     async def epoch(self, topic: str) -> str:
         """The stream's creation time: one epoch for every topic, new when the stream
@@ -752,154 +796,24 @@ class NatsBackend:
     async def claim(self, key: str, ttl: float) -> str | None:
         """Take ``key`` for every process: None when it was free, else the value it was
         settled with ("" while pending). A claim expires at its deadline (wall clock)."""
-        once = self._once
         self._connected("check a publish's once key")
-        assert once is not None
-        name, fresh = topic_token(key), b"%.3f " % (time.time() + ttl)
-        try:
-            for _ in range(_CAS_TRIES):
-                try:
-                    await once.create(name, fresh)
-                    return None
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    pass
-                try:
-                    entry = await once.get(name)
-                except nats.js.errors.KeyNotFoundError:
-                    continue  # deleted meanwhile
-                deadline, _, value = (entry.value or b"0 ").partition(b" ")
-                if float(deadline) > time.time():
-                    return value.decode()
-                with suppress(nats.js.errors.KeyWrongLastSequenceError):
-                    await once.update(name, fresh, last=entry.revision)
-                    return None
-        except _NATS_ERRORS as exc:
-            raise HubUnavailable(f"cannot check a publish's once key: {exc}") from None
-        raise HubUnavailable("cannot check a publish's once key: too many racing claims")
+        return await self._claims.claim(key, ttl)
 
     async def settle(self, key: str, value: str, ttl: float) -> None:
-        once = self._once
         self._connected("record a publish's once key")
-        assert once is not None
-        try:
-            await once.put(topic_token(key), b"%.3f %s" % (time.time() + ttl, value.encode()))
-        except _NATS_ERRORS as exc:
-            raise HubUnavailable(f"cannot record a publish's once key: {exc}") from None
-
-
-class _Presence:
-    """This process's presence values (one KV value per topic: all its members there),
-    written once per loop iteration for what changed, rewritten every third of the TTL.
-    ``join``/``leave`` never raise: what could not be written is rewritten later."""
-
-    def __init__(self, backend: NatsBackend) -> None:
-        self._backend = backend
-        self.kv: KeyValue | None = None
-        self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
-        self._dirty: set[str] = set()  # changed this loop iteration, or failed to write
-        self._flushed: asyncio.Future[None] | None = None
-
-    def _key(self, topic: str) -> str:
-        return f"{topic_token(topic)}.{self._backend.process_id}"
-
-    async def join(self, topic: str, member: str, info: bytes) -> None:
-        self._joined.setdefault(topic, {})[member] = info
-        self._dirty.add(topic)
-        await self._written()
-
-    async def leave(self, topic: str, member: str) -> None:
-        members = self._joined.get(topic)
-        if members is None or members.pop(member, None) is None:
-            return
-        if not members:
-            del self._joined[topic]
-        self._dirty.add(topic)
-        await self._written()
-
-    async def _written(self) -> None:
-        if self._flushed is None:
-            loop = asyncio.get_running_loop()
-            self._flushed = loop.create_future()
-            loop.call_soon(lambda: self._backend._spawn(self._flush(), "legato-hub-nats-pw"))
-        await asyncio.shield(self._flushed)
-
-    async def _flush(self) -> None:
-        done, self._flushed = self._flushed, None
-        dirty, self._dirty = self._dirty, set()
-        try:
-            await self._write(dirty)
-        finally:
-            if done is not None:
-                done.set_result(None)
-
-    async def _write(self, topics: set[str]) -> None:
-        kv = self.kv
-        nc = self._backend._nc
-        if kv is None or nc is None or not nc.is_connected:
-            self._dirty |= topics
-            return
-        for topic in topics:
-            members = self._joined.get(topic)
-            try:
-                if members:
-                    await kv.put(self._key(topic), _members_json(members))
-                else:
-                    await kv.purge(self._key(topic))
-            except _NATS_ERRORS as exc:
-                logger.debug("hub nats: presence write failed (%s); retried later", exc)
-                self._dirty.add(topic)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._backend.presence_ttl / 3)
-            try:
-                await self._write(set(self._joined) | self._dirty)
-            except Exception:  # a bug: say it, keep the heartbeat alive
-                logger.exception("hub nats: presence heartbeat failed")
-
-    async def members(self, topic: str) -> dict[str, Any]:
-        kv = self.kv
-        self._backend._connected(f"read the presence of {topic!r}")
-        assert kv is not None
-        found: dict[str, Any] = {}
-        try:
-            watcher = await kv.watch(f"{topic_token(topic)}.*", ignore_deletes=True)
-            try:
-                while True:
-                    entry = await watcher.updates(  # type: ignore[no-untyped-call]
-                        timeout=self._backend.timeout)
-                    if entry is None:
-                        break
-                    if entry.value and entry.operation is None:
-                        found.update(jsoncodec.loads(entry.value))
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        except _NATS_ERRORS as exc:
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
-        return found
-
-    async def clear(self) -> None:
-        """Remove this process's values (errors: they expire anyway)."""
-        kv = self.kv
-        if kv is not None:
-            for topic in list(self._joined):
-                with suppress(*_NATS_ERRORS):
-                    await kv.purge(self._key(topic))
-        self._joined.clear()
-
-
-def _members_json(members: dict[str, bytes]) -> bytes:
-    return b"{" + b",".join(jsoncodec.dumps(m) + b":" + i for m, i in members.items()) + b"}"
+        await self._claims.settle(key, value, ttl)
 
 
 def _created_ms(created: Any) -> int:
     return int(created.timestamp() * 1000)
 
 
-def _stored(message: RawStreamMsg) -> tuple[int, bytes]:
-    """A stored message's predecessor (the compare-and-set header) and body."""
+def _stored(message: RawStreamMsg) -> tuple[int, bool, bytes]:
+    """A stored message's predecessor, whether that is exact (the compare-and-set
+    header) or a lower bound (``AFTER``: appended after a lost race), and its body."""
     headers = message.headers or {}
-    return int(headers.get(EXPECTED, 0)), message.data or b""
+    exact = EXPECTED in headers
+    return int(headers.get(EXPECTED if exact else AFTER, 0)), exact, message.data or b""
 
 
 def _keep(message: RawStreamMsg) -> int:
