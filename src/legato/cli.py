@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=_port, default=8000, help="0 to 65535 (0: any free port)")
     run.add_argument("--workers", type=_COUNT, default=1, help="processes sharing the port")
+    run.add_argument("--no-reuse-port", action="store_true",
+                     help="--workers share one listening socket (not one each, SO_REUSEPORT)")
     run.add_argument("--reload", action="store_true", help="restart when .py files change")
     run.add_argument("--reload-dir", action="append", dest="reload_dirs")
     run.add_argument("--debug", action="store_true",
@@ -84,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                           log_level="debug" if args.debug else args.log_level,
                           access_log=args.access_log, ssl_certfile=args.ssl_certfile,
                           ssl_keyfile=args.ssl_keyfile, lifespan=args.lifespan,
-                          root_path=args.root_path)
+                          root_path=args.root_path, reuse_port=not args.no_reuse_port)
     for name in ("max_connections", "max_body_size", "keepalive_timeout", "head_timeout",
                  "shutdown_timeout", "ws_max_message_size", "ws_ping_interval",
                  "ws_ping_timeout"):

@@ -10,9 +10,10 @@ Order of events for a connection::
 
 Errors: an ``HTTPError`` before accept denies with its status (after: closes with 1008,
 1013 for 503, 1011 for the other 5xx); a ``HubUnavailable`` is a 503 (a warning, no
-traceback); an ``InvalidMessage`` closes with its code (1007/1003, W13); a ``WebSocketDisconnect`` whose code the route
-catches ends quietly (W8); anything else closes with 1011 (or 500 before accept) and is
-re-raised so the server logs it with its traceback (W9).
+traceback); an ``InvalidMessage`` closes with its code (1007/1003, W13); a
+``WebSocketDisconnect`` whose code the route catches ends quietly (W8); anything else
+closes with 1011 (or 500 before accept) and is re-raised so the server logs it with its
+traceback (W9).
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     #: "auto": run the ASGI lifespan protocol if the app supports it; "on"; "off".
     lifespan: str = "auto"
+    #: ``--workers N``: each worker listens on a socket of its own bound with
+    #: SO_REUSEPORT, so the kernel spreads connections evenly over them (by address
+    #: hash) instead of all of them waking for each one on a shared socket (Linux; one
+    #: shared socket elsewhere, with --reload, or when False). docs/design.md.
+    reuse_port: bool = True
     #: After startup, gc.freeze() what exists (modules, app): full GC passes then scan
     #: only per-connection objects, which keeps their cost flat as the app grows.
     gc_freeze: bool = True
