@@ -22,6 +22,7 @@ and the same hub delivery serve both transports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -43,6 +44,8 @@ logger = logging.getLogger("legato.channels")
 KEPT_FRAMES = 1000
 #: Frames one connection may have waiting to be read by its handler.
 INBOX_LIMIT = 1000
+#: How long (s) a close POST waits for its connection to end before answering anyway.
+CLOSE_WAIT = 5.0
 #: SSE comment lines keep proxies from closing an idle stream.
 KEEPALIVE = 15.0
 
@@ -80,6 +83,9 @@ class SseSocket(HTTPConnection):
         self.streams = 0  # readers attached now (0 or 1: a resume takes over)
         self.generation = 0  # which reader is the current one
         self.linger_handle: asyncio.TimerHandle | None = None
+        #: The task serving this connection (ChannelConnection.serve, then the hub's
+        #: forget): a close POST answers once it is done.
+        self.serving: asyncio.Task[None] | None = None
 
     @property
     def subprotocols(self) -> list[str]:
@@ -295,7 +301,7 @@ class SseTransport:
         hub = self.service.app.hub
         inbox = _Inbox(sock)
         await hub.subscribe(inbox, f"~sse:{sock.id}")
-        task = asyncio.create_task(self._serve(conn, sock, inbox))
+        task = sock.serving = asyncio.create_task(self._serve(conn, sock, inbox))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.sleep(0)  # the welcome is queued before the stream starts
@@ -341,6 +347,11 @@ class SseTransport:
                 raise HTTPError(403, "wrong token for this connection")
             if not all(sock.post(t) for t in texts):
                 raise HTTPError(429, "this connection has too many frames waiting")
+            if sock.state is not OPEN and sock.serving is not None:
+                # A close: answered once the connection has ended here, its topics and
+                # presence left, so what the client does next sees it gone.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(sock.serving), CLOSE_WAIT)
             return JSONResponse({}, status_code=202)
         if self.service.app.hub.url.startswith("memory:"):
             raise HTTPError(404, "no such connection: open a new one with GET sse")
