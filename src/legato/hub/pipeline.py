@@ -49,7 +49,7 @@ from typing import Any, cast
 from .backend import HubUnavailable, PublishOutcomeUnknown
 from .resp import ProtocolError, Reply, ReplyError, ReplyParser, encode_command
 
-__all__ = ["Command", "Pipeline", "State", "handshake", "open_connection"]
+__all__ = ["Command", "Pipeline", "State", "accepts", "handshake", "open_connection"]
 
 logger = logging.getLogger("legato.hub")
 
@@ -387,6 +387,26 @@ async def open_connection(options: dict[str, Any], protocol: asyncio.Protocol) -
         context = tls_context(options)
     await loop.create_connection(lambda: protocol, options.get("host", "127.0.0.1"),
                                  int(options.get("port", 6379)), ssl=context)
+
+
+class _Probe(asyncio.Protocol):
+    transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+
+async def accepts(options: dict[str, Any], timeout: float) -> bool:
+    """Does the address of ``options`` accept a connection (a probe: connect, close)?"""
+    probe = _Probe()
+    try:
+        await asyncio.wait_for(open_connection(options, probe), timeout)
+    except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        return False
+    finally:
+        if probe.transport is not None:
+            probe.transport.close()
+    return True
 
 
 def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
