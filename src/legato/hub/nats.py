@@ -35,7 +35,9 @@ in an order that can differ from the stream's.
 *Cost of the chain.* A publisher must know the predecessor, so one process's publishes
 to one topic are one JetStream round trip after the other (publishes to different
 topics overlap), and two processes publishing to one topic at once make one of them
-try again (one more round trip, the current sequence is in JetStream's refusal).
+try again (one more round trip, the current sequence is in JetStream's refusal). One
+that loses ``_CAS_TRIES`` times appends instead (``AFTER``: a lower bound of its
+predecessor) and reads what came between, so no publisher starves.
 
 *History.* Each stored message carries ``keep`` (the topic's history, like Redis's
 ``k``): ``history()`` reads back from the newest message along the chain (direct gets
