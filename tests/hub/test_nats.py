@@ -302,6 +302,22 @@ async def test_P4_a_hung_nats_makes_publish_outcome_unknown_then_an_outage_then_
     assert in_id_order(hub.ids("room"))
 
 
+async def test_P4_a_topic_listened_during_an_outage_is_subscribed_once_nats_is_back(
+        nats_server: NatsServer) -> None:
+    receiver = NatsBackend(nats_server.url, prefix="t", reconnect_wait=0.05, ping_interval=0.5)
+    sender = NatsBackend(nats_server.url, prefix="t", reconnect_wait=0.05, ping_interval=0.5)
+    async with running(receiver) as hub, running(sender) as sent:
+        nats_server.kill()
+        await hub.wait_until(lambda: "disconnected" in events(hub))
+        await receiver.listen("late")  # never raises: subscribed when NATS is back
+        await asyncio.to_thread(nats_server.start)
+        await hub.wait_until(lambda: "reconnected" in events(hub), timeout=5)
+        await sent.wait_until(lambda: "reconnected" in events(sent), timeout=5)
+        message_id = await sender.publish("late", "hello")
+        await hub.wait_for_payloads("late", 1)
+    assert hub.messages == [("late", message_id, "hello")]
+
+
 async def test_start_with_nats_unreachable_reports_it_and_connects_when_it_comes(
         nats_server: NatsServer) -> None:
     nats_server.kill()

@@ -253,8 +253,7 @@ class NatsBackend:
         self._nc, self._js = nc, nc.jetstream(timeout=self.timeout)
         try:
             await self._set_up()
-            for topic in list(self._subs):  # listened while NATS was unreachable
-                self._subs[topic] = await nc.subscribe(self._subject("l", topic), cb=self._on_live)
+            await self._subscribe_waiting(nc)
         except BaseException:
             self._nc = None
             with suppress(Exception):
@@ -319,11 +318,26 @@ class NatsBackend:
             self._spawn(self._reconnected(), "legato-hub-nats-recover")
 
     async def _reconnected(self) -> None:
+        """nats-py reconnected and subscribed again what it had; what was listened
+        while NATS was down is subscribed here, before the refill reads after it."""
+        nc = self._nc
         try:
             await self._set_up()  # a NATS that came back empty has no stream
+            if nc is not None:
+                await self._subscribe_waiting(nc)
         except _NATS_ERRORS as exc:
             logger.warning("hub nats: setting up after reconnection failed: %s", exc)
         await self._recover()
+
+    async def _subscribe_waiting(self, nc: Client) -> None:
+        """Subscribe the topics listened while NATS was unreachable."""
+        for topic, sub in list(self._subs.items()):
+            if sub is None:
+                sub = await nc.subscribe(self._subject("l", topic), cb=self._on_live)
+                if topic in self._subs:
+                    self._subs[topic] = sub
+                else:  # unlistened meanwhile
+                    await sub.unsubscribe()
 
     def _lost(self, exc: BaseException) -> None:
         if self._down_since is None:
