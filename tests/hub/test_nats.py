@@ -220,6 +220,26 @@ async def test_P6_the_members_of_a_killed_process_expire_after_presence_ttl(
         assert await backend.members("room") == {"me": {"name": "me"}}  # ours rewritten
 
 
+# ---------------------------------------------------------------- claims
+
+
+async def test_a_once_key_is_one_process_s_until_its_deadline_then_free_again(
+        nats_url: str, nats_prefix: str) -> None:
+    a, b = (NatsBackend(nats_url, prefix=nats_prefix) for _ in range(2))
+    async with running(a), running(b):
+        assert await a.claim("pub:1", 5.0) is None  # free: a goes on
+        assert await b.claim("pub:1", 5.0) == ""  # taken, not settled yet
+        await a.settle("pub:1", "1-7", 5.0)
+        assert await b.claim("pub:1", 5.0) == "1-7"  # the id a published it under
+        await a.settle("pub:1", "", 0.001)  # not published after all: free soon
+        await asyncio.sleep(0.01)
+        assert await b.claim("pub:1", 5.0) is None
+        assert await a.claim("pub:1", 5.0) == ""
+        claims = await asyncio.gather(*(a.claim("race", 5.0) for _ in range(5)),
+                                      *(b.claim("race", 5.0) for _ in range(5)))
+        assert claims.count(None) == 1  # exactly one claimer
+
+
 # ---------------------------------------------------------------- outages
 
 

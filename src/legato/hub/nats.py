@@ -330,9 +330,15 @@ class NatsBackend:
         await self._recover()
 
     async def _subscribe_waiting(self, nc: Client) -> None:
-        """Subscribe the topics listened while NATS was unreachable."""
+        """Subscribe the topics listened while NATS was unreachable: where the topic
+        is first, then the subscription, so the refill that follows brings whatever
+        came between the two."""
         for topic, sub in list(self._subs.items()):
             if sub is None:
+                if self._last.get(topic) is None:
+                    with suppress(HubUnavailable):
+                        tail = await self._tail(self._subject("h", topic), "listen")
+                        self._last[topic] = 0 if tail is None else tail.seq
                 sub = await nc.subscribe(self._subject("l", topic), cb=self._on_live)
                 if topic in self._subs:
                     self._subs[topic] = sub
