@@ -202,7 +202,7 @@ async def test_P5_an_id_of_a_stream_deleted_since_is_lost_and_new_ids_are_larger
 # ---------------------------------------------------------------- presence
 
 
-async def test_P6_the_members_of_a_killed_process_expire_after_presence_ttl(
+async def test_P6_the_members_and_count_of_a_killed_process_expire_after_presence_ttl(
         nats_url: str, nats_prefix: str, peer: subprocess.Popen[str]) -> None:
     backend = NatsBackend(nats_url, prefix=nats_prefix, presence_ttl=1)
     async with running(backend):
@@ -218,6 +218,12 @@ async def test_P6_the_members_of_a_killed_process_expire_after_presence_ttl(
             assert loop.time() < deadline, "a dead process's member did not expire"
             await asyncio.sleep(0.1)
         assert await backend.members("room") == {"me": {"name": "me"}}  # ours rewritten
+        assert await backend.count("room") == 1  # its count expired with its members
+        await backend.join("room", "you", None)
+        assert await backend.count("room") == 2
+        await backend.leave("room", "me")
+        await backend.leave("room", "you")
+        assert (await backend.count("room"), await backend.members("room")) == (0, {})
 
 
 # ---------------------------------------------------------------- claims

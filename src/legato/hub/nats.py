@@ -6,7 +6,8 @@ one subject token, ``t(topic)``: ``[A-Za-z0-9_-]`` as they are, any other charac
 
     stream {P}_hub         every message of every topic, subject {P}.h.{t(topic)}
     subject {P}.l.{t}      core NATS: the live copy of each stored message (fan-out)
-    KV {P}_presence        key {t}.{process_id} → JSON {member: info}; TTL presence_ttl
+    KV {P}_presence        key {t}.{process_id} → JSON {member: info}, n.{t}.{process_id}
+                           → their number; TTL presence_ttl
     KV {P}_once            key t(claim key) → "<deadline> <value>" (claim/settle)
 
 *Ids and order.* A publish is a JetStream publish to the topic's stream subject with
@@ -800,8 +801,9 @@ class NatsBackend:
         return await self._presence.members(topic)
 
     async def count(self, topic: str) -> int:
-        """How many members ``topic`` has in live processes (reads their values)."""
-        return len(await self.members(topic))
+        """How many members ``topic`` has in live processes, without listing them."""
+        self._connected(f"count the presence of {topic!r}")
+        return await self._presence.count(topic)
 
     async def epoch(self, topic: str) -> str:
         """The stream's creation time: one epoch for every topic, new when the stream

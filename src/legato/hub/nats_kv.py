@@ -1,7 +1,8 @@
 """The NATS hub's KV buckets (hub/nats.py): presence and the once keys of claim/settle.
 
 Presence: one value per process and topic, key ``{t(topic)}.{process_id}``, JSON
-``{member: info}`` of all its members there; the bucket's TTL (``presence_ttl``) removes
+``{member: info}`` of all its members there, and beside it ``n.{t(topic)}.{process_id}``,
+their number (``count()`` reads one per process); the bucket's TTL (``presence_ttl``) removes
 the values of a process that died, so each process rewrites its values every third of
 it. Once keys: key ``t(key)``, value ``"<deadline> <value>"``; KV's compare-and-set
 (create, update at a revision) makes a claim one process's, and a deadline past makes it
@@ -64,6 +65,11 @@ class Presence:
     def _key(self, topic: str) -> str:
         return f"{topic_token(topic)}.{self._pid}"
 
+    def _count_key(self, topic: str) -> str:
+        """Beside the members, their number: ``count()`` reads one per process. Three
+        tokens, so no ``t.*`` watch of the members matches it (a token has no dot)."""
+        return f"n.{topic_token(topic)}.{self._pid}"
+
     async def join(self, topic: str, member: str, info: bytes) -> None:
         self._joined.setdefault(topic, {})[member] = info
         self._dirty.add(topic)
@@ -104,8 +110,10 @@ class Presence:
             try:
                 if members:
                     await kv.put(self._key(topic), _members_json(members))
+                    await kv.put(self._count_key(topic), b"%d" % len(members))
                 else:
                     await kv.purge(self._key(topic))
+                    await kv.purge(self._count_key(topic))
             except NATS_ERRORS as exc:
                 logger.debug("hub nats: presence write failed (%s); retried later", exc)
                 self._dirty.add(topic)
@@ -119,12 +127,26 @@ class Presence:
                 logger.exception("hub nats: presence heartbeat failed")
 
     async def members(self, topic: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for value in await self._values(f"{topic_token(topic)}.*", f"read the presence "
+                                        f"of {topic!r}"):
+            found.update(jsoncodec.loads(value))
+        return found
+
+    async def count(self, topic: str) -> int:
+        """The members of live processes, one number per process (not the list)."""
+        values = await self._values(f"n.{topic_token(topic)}.*",
+                                    f"count the presence of {topic!r}")
+        return sum(int(value) for value in values)
+
+    async def _values(self, keys: str, what: str) -> list[bytes]:
+        """The current values of the keys a KV watch of ``keys`` matches."""
         kv = self.kv
         if kv is None:
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: not connected")
-        found: dict[str, Any] = {}
+            raise HubUnavailable(f"cannot {what}: not connected")
+        found: list[bytes] = []
         try:
-            watcher = await kv.watch(f"{topic_token(topic)}.*", ignore_deletes=True)
+            watcher = await kv.watch(keys, ignore_deletes=True)
             try:
                 while True:
                     entry = await watcher.updates(  # type: ignore[no-untyped-call]
@@ -132,11 +154,11 @@ class Presence:
                     if entry is None:
                         break
                     if entry.value and entry.operation is None:
-                        found.update(jsoncodec.loads(entry.value))
+                        found.append(entry.value)
             finally:
                 await watcher.stop()  # type: ignore[no-untyped-call]
         except NATS_ERRORS as exc:
-            raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
+            raise HubUnavailable(f"cannot {what}: {exc}") from None
         return found
 
     async def clear(self) -> None:
@@ -146,6 +168,7 @@ class Presence:
             for topic in list(self._joined):
                 with suppress(*NATS_ERRORS):
                     await kv.purge(self._key(topic))
+                    await kv.purge(self._count_key(topic))
         self._joined.clear()
 
 
