@@ -192,6 +192,9 @@ class NatsBackend:
         # topic → [lock, publishers using it]: one JetStream publish at a time per topic
         self._locks: dict[str, list[Any]] = {}
         self._down_since: float | None = None
+        # A JetStream publish went unanswered: NATS may be hung, so the publishes queued
+        # behind it fail at once instead of one timeout each; any answer clears it.
+        self._silent = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence = Presence(self.process_id, presence_ttl, timeout,
                                   connected=self._is_connected, spawn=self._spawn)
@@ -321,7 +324,7 @@ class NatsBackend:
     async def _reconnected(self) -> None:
         """nats-py reconnected and subscribed again what it had; what was listened
         while NATS was down is subscribed here, before the refill reads after it."""
-        nc = self._nc
+        nc, self._silent = self._nc, False
         try:
             await self._set_up()  # a NATS that came back empty has no stream
             if nc is not None:
@@ -428,6 +431,9 @@ class NatsBackend:
         subject = self._subject("h", topic)
         prev = self._tails.get(topic)
         for attempt in range(_CAS_TRIES + 1):
+            if self._silent:  # the publishers queued behind one that timed out
+                raise HubUnavailable(f"cannot publish to {topic!r}: NATS has not answered "
+                                     "since a publish timed out")
             if prev is None:
                 tail = await self._tail(subject, f"publish to {topic!r}")
                 prev = 0 if tail is None else tail.seq
@@ -447,6 +453,7 @@ class NatsBackend:
                 continue
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 self._tails.pop(topic, None)
+                self._silent = True  # until NATS answers again (_announce_tail asks)
                 self._spawn(self._announce_tail(topic), "legato-hub-nats-announce")
                 raise PublishOutcomeUnknown(
                     f"publish to {topic!r}: NATS did not answer within {self.timeout} s"
@@ -496,8 +503,8 @@ class NatsBackend:
         """After a publish went unanswered: once NATS answers, send the live copy of the
         topic's newest message again, so that a stored one is delivered without waiting
         for the topic's next message (receivers skip a copy they have)."""
-        for _ in range(120):
-            await asyncio.sleep(0.5)
+        for attempt in range(120):
+            await asyncio.sleep(0.1 if attempt == 0 else 0.5)
             try:
                 nc, _ = self._connected("announce")
                 tail = await self._tail(self._subject("h", topic), "announce")
@@ -521,14 +528,17 @@ class NatsBackend:
         the subject's first at or after ``seq``; None when there is none."""
         _, js = self._connected(what)
         try:
-            return await js.get_msg(self.names["stream"], seq=seq, subject=subject,
-                                    direct=True, next=after)
+            found = await js.get_msg(self.names["stream"], seq=seq, subject=subject,
+                                     direct=True, next=after)
         except nats.js.errors.NotFoundError:
+            self._silent = False  # an answer
             return None
         except nats.errors.NoRespondersError:
             return None  # no stream (NATS came back empty): nothing kept
         except _NATS_ERRORS as exc:
             raise HubUnavailable(f"cannot {what}: {exc}") from None
+        self._silent = False
+        return found
 
     # ------------------------------------------------------------------ history
 
