@@ -477,3 +477,33 @@ async def test_a_password_and_a_database_in_the_url_are_used(redis_server: Redis
                 await wrong.publish("room", "refused")
     finally:
         await admin.aclose()
+
+
+def test_18_1_five_thousand_publishes_during_a_fan_out_all_succeed_and_all_arrive(
+        redis_url: str, prefix: str) -> None:
+    app = App(hub=f"{redis_url}/0?prefix={prefix}", hub_envelope=False)
+
+    @app.websocket("/sub")
+    async def sub(ws: WebSocket) -> None:
+        await app.hub.subscribe(ws, "fan")
+        await ws.send_text("ready")
+        await ws.wait_closed()
+
+    @app.post("/burst")
+    async def burst() -> dict[str, int]:
+        done = await asyncio.gather(*(app.hub.publish("fan", f"m{n}", strict=True)
+                                      for n in range(5_000)), return_exceptions=True)
+        return {"ok": sum(1 for d in done if isinstance(d, str))}
+
+    with TestClient(app) as client:
+        subscribers = [client.websocket_connect("/sub").__enter__() for _ in range(10)]
+        try:
+            for ws in subscribers:
+                assert ws.receive_text() == "ready"
+            assert client.post("/burst").json() == {"ok": 5_000}
+            for ws in subscribers:  # every one of them, in order, through Redis
+                assert [ws.receive_text() for _ in range(5_000)] == \
+                    [f"m{n}" for n in range(5_000)]
+        finally:
+            for ws in subscribers:
+                ws.__exit__(None, None, None)
