@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from legato.hub.nats import names
-
 NATS_SERVER = os.environ.get("NATS_SERVER", "/usr/sbin/nats-server")
 
 
@@ -44,6 +42,8 @@ def shared_nats() -> str:
 def delete_prefix(url: str, prefix: str) -> None:
     """Delete the stream and the KV buckets of ``prefix`` (what a test made)."""
     import nats  # noqa: PLC0415 - only when a NATS test ran
+
+    from legato.hub.nats import names  # noqa: PLC0415 - the same
 
     async def delete() -> None:
         nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)

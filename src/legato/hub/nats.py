@@ -196,7 +196,7 @@ class NatsBackend:
         # behind it fail at once instead of one timeout each; any answer clears it.
         self._silent = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._presence = Presence(self.process_id, presence_ttl, timeout,
+        self._presence = Presence(self.names["presence"], self.process_id, presence_ttl, timeout,
                                   connected=self._is_connected, spawn=self._spawn)
         self._claims = Claims()
 
@@ -301,6 +301,7 @@ class NatsBackend:
         assert info.created is not None
         self._stream_is(_created_ms(info.created))
         self._presence.kv = await self._bucket(self.names["presence"], self.presence_ttl)
+        self._presence.js = self._js
         self._claims.kv = await self._bucket(self.names["once"], ONCE_BUCKET_TTL)
 
     async def _bucket(self, name: str, ttl: float) -> KeyValue:

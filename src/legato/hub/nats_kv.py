@@ -22,6 +22,7 @@ from typing import Any
 try:
     import nats.errors
     import nats.js.errors
+    from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the NATS hub needs nats-py: pip install 'legato[nats]'") from exc
@@ -52,12 +53,14 @@ class Presence:
     written once per loop iteration for what changed, rewritten every third of the TTL.
     ``join``/``leave`` never raise: what could not be written is rewritten later."""
 
-    def __init__(self, process_id: str, ttl: float, timeout: float, *,
+    def __init__(self, bucket: str, process_id: str, ttl: float, timeout: float, *,
                  connected: Callable[[], bool],
                  spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None:
         self._pid, self._ttl, self._timeout = process_id, ttl, timeout
         self._is_connected, self._spawn = connected, spawn
         self.kv: KeyValue | None = None  # set once connected
+        self.js: JetStreamContext | None = None  # the same
+        self.bucket = bucket
         self._joined: dict[str, dict[str, bytes]] = {}  # topic → member → JSON info
         self._dirty: set[str] = set()  # changed this loop iteration, or failed to write
         self._flushed: asyncio.Future[None] | None = None
@@ -140,26 +143,30 @@ class Presence:
         return sum(int(value) for value in values)
 
     async def _values(self, keys: str, what: str) -> list[bytes]:
-        """The current values of the keys a KV watch of ``keys`` matches."""
-        kv = self.kv
-        if kv is None:
+        """The current values of the keys matching ``keys``: which keys from the
+        bucket's stream info, then one direct get per key, all at once. (A KV watch
+        ended its first read early now and then on NATS 2.9: a member went missing.)"""
+        js = self.js
+        if js is None:
             raise HubUnavailable(f"cannot {what}: not connected")
-        found: list[bytes] = []
+        stream = f"KV_{self.bucket}"
         try:
-            watcher = await kv.watch(keys, ignore_deletes=True)
-            try:
-                while True:
-                    entry = await watcher.updates(  # type: ignore[no-untyped-call]
-                        timeout=self._timeout)
-                    if entry is None:
-                        break
-                    if entry.value and entry.operation is None:
-                        found.append(entry.value)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            info = await js.stream_info(stream, subjects_filter=f"$KV.{self.bucket}.{keys}")
+            subjects = list((info.state.subjects or {}) if info.state else {})
+            found = await asyncio.gather(
+                *(js.get_msg(stream, subject=subject) for subject in subjects),
+                return_exceptions=True)
         except NATS_ERRORS as exc:
             raise HubUnavailable(f"cannot {what}: {exc}") from None
-        return found
+        values = []
+        for message in found:
+            if isinstance(message, nats.js.errors.NotFoundError):
+                continue  # expired or purged meanwhile
+            if isinstance(message, BaseException):
+                raise HubUnavailable(f"cannot {what}: {message}")
+            if message.data and not (message.headers or {}).get("KV-Operation"):
+                values.append(message.data)
+        return values
 
     async def clear(self) -> None:
         """Remove this process's values (errors: they expire anyway)."""
