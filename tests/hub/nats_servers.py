@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-NATS_SERVER = os.environ.get("NATS_SERVER", "/usr/sbin/nats-server")
+#: The nats-server the fault tests start: NATS_SERVER, else the one on PATH, else Debian's.
+NATS_SERVER = (os.environ.get("NATS_SERVER") or shutil.which("nats-server")
+               or "/usr/sbin/nats-server")
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:

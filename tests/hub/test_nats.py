@@ -407,6 +407,6 @@ def test_the_hub_url_picks_the_nats_backend_with_its_options() -> None:
         backend_for("nats://127.0.0.1:4222?gap_window=3")
 
 
-def test_the_engine_is_documented_where_the_hub_docs_point() -> None:
+def test_the_engine_s_ids_and_order_are_documented_in_docs_nats_md() -> None:
     doc = Path(__file__).parents[2] / "docs" / "nats.md"
     assert "Nats-Expected-Last-Subject-Sequence" in doc.read_text()
