@@ -58,6 +58,8 @@ export class Channel extends Emitter<{
   readonly info: unknown;
   publish(data: unknown): Promise<string>;
   presence(): Promise<Member[]>;
+  /** How many are on the topic now, without the list (cheap for a big room). */
+  presenceCount(): Promise<number>;
   leave(): Promise<unknown>;
 }
 

@@ -169,6 +169,7 @@ async def test_presence_lists_members_and_reports_joined_and_left(live: str, roo
             members = await ann_room.presence()
             assert sorted(m.data["name"] for m in members) == ["ann", "bob"]
             assert {m.conn for m in members} == {ann.conn_id, bob.conn_id}
+            assert await ann_room.presence_count() == 2  # without the list
             # ann's own `joined` may come after her join's reply: wait for bob's
             joined = await asyncio.wait_for(anext_event(events, "joined", bob.conn_id), 5)
             assert (joined.member.conn, joined.member.data) == (bob.conn_id, {"name": "bob"})

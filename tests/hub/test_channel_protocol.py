@@ -281,7 +281,8 @@ def test_a_call_past_its_timeout_answers_timeout_and_others_are_not_held_up() ->
         assert a.fails("call", name="add", timeout="soon")["code"] == "invalid"
 
 
-def test_presence_lists_members_and_announces_joined_and_left(hub_url: str) -> None:
+def test_presence_lists_members_counts_them_and_announces_joined_and_left(
+        hub_url: str) -> None:
     with TestClient(channel_app(hub_url)) as client, peer(client) as a:
         a.ok("join", topic="room:p", data={"name": "ann"})
         mine = a.until(lambda f: f.get("t") == "joined")
@@ -292,6 +293,8 @@ def test_presence_lists_members_and_announces_joined_and_left(hub_url: str) -> N
             assert seen["member"]["data"] == {"name": "bob"}
             members = a.ok("presence", topic="room:p")["members"]
             assert sorted(m["data"]["name"] for m in members) == ["ann", "bob"]
+            # A big room's size without the list (issue 18 item 8).
+            assert a.ok("presence", topic="room:p", count=True) == {"count": 2}
         gone = a.until(lambda f: f.get("t") == "left")
         assert gone["member"]["data"] == {"name": "bob"}
         assert [m["data"]["name"] for m in a.ok("presence", topic="room:p")["members"]] \

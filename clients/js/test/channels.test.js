@@ -173,6 +173,7 @@ describe("Presence", () => {
     assert.deepEqual(member, { conn: bob.conn, data: { name: "bob" } });
     const members = await a.presence();
     assert.deepEqual(members.map((m) => m.data.name).sort(), ["ann", "bob"]);
+    assert.equal(await a.presenceCount(), 2); // the size without the list
     const bobLeaves = next(a, "left");
     await b.leave();
     assert.deepEqual(await bobLeaves, member);

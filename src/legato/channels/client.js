@@ -513,6 +513,11 @@ export class Channel extends Emitter {
     return this._request({ t: "presence", topic: this.topic }).then((d) => d.members);
   }
 
+  /** How many are on the topic now, without the list (cheap for a big room). */
+  presenceCount() {
+    return this._request({ t: "presence", topic: this.topic, count: true }).then((d) => d.count);
+  }
+
   /** Leaves the topic: no more messages; what waited to be sent fails (`not_joined`). */
   leave() {
     if (this.state === "left" || this.state === "failed") return Promise.resolve();

@@ -330,6 +330,8 @@ class ChannelConnection:
         topic = self._topic(frame)
         if topic not in self.joined:
             raise ChannelError("not_joined", f"join {topic!r} to see who is there")
+        if frame.get("count") is True:  # a big room's size, without listing it
+            return {"count": await self.hub.presence_count(topic)}
         return {"members": await self.hub.presence(topic)}
 
     async def call(self, frame: dict[str, Any], ctx: Context) -> Any:

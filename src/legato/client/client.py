@@ -590,6 +590,18 @@ class Client:
                                       frame=repr(reply))
         return [Member(m["conn"], m.get("data")) for m in members]
 
+    async def _presence_count(self, topic: Topic) -> int:
+        what = f"presence count of {topic.name!r}"
+        request = self._request(Kind.PRESENCE, presence_body(topic.name, count=True), what,
+                                topic)
+        self._submit(request)
+        reply = await request.future
+        count = reply.get("count") if isinstance(reply, dict) else None
+        if type(count) is not int or count < 0:
+            raise ServerProtocolError(f"the reply to {what} lacks a count",
+                                      frame=repr(reply))
+        return count
+
     async def call(self, name: str, data: Any = None, *, timeout: float | None = 30.0
                    ) -> Any:
         """Run the server's ``@app.rpc(name)`` handler and return what it returned.

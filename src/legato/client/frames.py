@@ -266,8 +266,11 @@ def call_body(name: str, data: Any) -> str:
     return _encode({"t": "call", "name": name, "data": data})
 
 
-def presence_body(topic: str) -> str:
-    return _encode({"t": "presence", "topic": topic})
+def presence_body(topic: str, *, count: bool = False) -> str:
+    frame: dict[str, Any] = {"t": "presence", "topic": topic}
+    if count:
+        frame["count"] = True
+    return _encode(frame)
 
 
 PING_BODY = '{"t":"ping"}'

@@ -44,6 +44,8 @@ class _Owner(Protocol):
 
     async def _presence(self, topic: Topic) -> list[Member]: ...
 
+    async def _presence_count(self, topic: Topic) -> int: ...
+
     async def _leave(self, topic: Topic) -> None: ...
 
 #: Ids remembered per topic to drop duplicates: far more than a reconnect can repeat
@@ -161,6 +163,10 @@ class Topic:
     async def presence(self) -> list[Member]:
         """Who is on the topic now (a channel with presence)."""
         return await self._client._presence(self)
+
+    async def presence_count(self) -> int:
+        """How many are on the topic now, without the list (cheap for a big room)."""
+        return await self._client._presence_count(self)
 
     async def leave(self) -> None:
         """Leave: no more messages, iterators end, no rejoin after a reconnect."""
