@@ -199,6 +199,21 @@ async def test_P5_an_id_of_a_stream_deleted_since_is_lost_and_new_ids_are_larger
         assert await backend.epoch("room") != old_epoch
 
 
+async def test_P5_a_publisher_that_missed_the_stream_being_made_again_gives_new_ids(
+        nats_url: str, nats_prefix: str) -> None:
+    # b deletes the stream and makes it again (its first publish); a, which only
+    # publishes, learns it from the refused compare-and-set: its ids grow on.
+    a, b = (NatsBackend(nats_url, prefix=nats_prefix) for _ in range(2))
+    async with running(a), running(b):
+        old = [await a.publish("room", f"m{n}", history=5) for n in range(3)]
+        assert b._js is not None
+        await b._js.delete_stream(b.names["stream"])
+        first = await b.publish("room", "new stream", history=5)
+        new = await a.publish("room", "after", history=5)
+        assert id_key(old[-1]) < id_key(first) < id_key(new)
+        assert [m[0] for m in await b.history("room")] == [first, new]
+
+
 # ---------------------------------------------------------------- presence
 
 

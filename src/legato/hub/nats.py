@@ -108,6 +108,8 @@ _WRONG_LAST = 10071  # JetStream's error code: the subject's last sequence is an
 #: Compare-and-set attempts before a publisher that keeps losing the race for a topic's
 #: next sequence (to a publisher that learns its own sequences first) appends instead.
 _CAS_TRIES = 3
+#: Seconds between checks that the stream is the same one (see ``_watch_stream``).
+STREAM_CHECK = 5.0
 _REFILL_TRIES = 10  # reads of a hole a live copy showed, while connected (~3 s in all)
 _TEXT, _BINARY, _KEYED_TEXT, _KEYED_BINARY = 0x74, 0x62, 0x54, 0x42  # t b T B
 
@@ -220,6 +222,7 @@ class NatsBackend:
             self._lost(exc)
             self._spawn(self._connect_later(), "legato-hub-nats-connect")
         self._spawn(self._presence.run(), "legato-hub-nats-presence")
+        self._spawn(self._watch_stream(), "legato-hub-nats-stream")
 
     async def stop(self) -> None:
         """Stop the tasks, remove this process's presence, close the connection."""
@@ -350,6 +353,21 @@ class NatsBackend:
                 else:  # unlistened meanwhile
                     await sub.unsubscribe()
 
+    async def _watch_stream(self) -> None:
+        """Every ``STREAM_CHECK`` seconds: is the stream still the one whose creation time
+        starts our ids? One deleted by hand and made again (by another process) would
+        otherwise go unnoticed by a process that only publishes."""
+        while True:
+            await asyncio.sleep(STREAM_CHECK)
+            await self._check_stream()
+
+    async def _check_stream(self) -> None:
+        with suppress(HubUnavailable, *_NATS_ERRORS):
+            _, js = self._connected("check the stream")
+            info = await js.stream_info(self.names["stream"])
+            if info.created is not None:
+                self._stream_is(_created_ms(info.created))
+
     def _lost(self, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = asyncio.get_running_loop().time()
@@ -435,8 +453,8 @@ class NatsBackend:
             if self._silent:  # the publishers queued behind one that timed out
                 raise HubUnavailable(f"cannot publish to {topic!r}: NATS has not answered "
                                      "since a publish timed out")
-            if prev is None:
-                tail = await self._tail(subject, f"publish to {topic!r}")
+            if prev is None:  # from the stream's leader: a missing stream says so at once
+                tail = await self._get(f"publish to {topic!r}", subject=subject, direct=False)
                 prev = 0 if tail is None else tail.seq
             cas = attempt < _CAS_TRIES
             try:
@@ -446,7 +464,9 @@ class NatsBackend:
                 if exc.err_code != _WRONG_LAST:
                     raise HubUnavailable(f"cannot publish to {topic!r}: {exc}") from None
                 self.cas_retries += 1
-                prev = int((exc.description or "").rpartition(" ")[2] or 0)
+                known, prev = prev, int((exc.description or "").rpartition(" ")[2] or 0)
+                if known is not None and prev < known:  # went back: purged, or a new stream
+                    await self._check_stream()
                 continue
             except nats.js.errors.NoStreamResponseError:
                 await self._set_up_again(topic)
@@ -524,13 +544,13 @@ class NatsBackend:
         return await self._get(what, subject=subject)
 
     async def _get(self, what: str, *, seq: int | None = None, subject: str | None = None,
-                   after: bool = False) -> RawStreamMsg | None:
+                   after: bool = False, direct: bool = True) -> RawStreamMsg | None:
         """One direct get: the subject's last message, the message ``seq``, or (``after``)
         the subject's first at or after ``seq``; None when there is none."""
         _, js = self._connected(what)
         try:
             found = await js.get_msg(self.names["stream"], seq=seq, subject=subject,
-                                     direct=True, next=after)
+                                     direct=direct, next=after)
         except nats.js.errors.NotFoundError:
             self._silent = False  # an answer
             return None
