@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import string
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -63,3 +64,30 @@ def test_the_local_cluster_has_three_masters_each_with_a_replica(
     shards = cluster.client(cluster.ports[0]).execute_command("CLUSTER", "SLOTS")
     covered = sum(int(s[1]) - int(s[0]) + 1 for s in shards)
     assert covered == SLOTS and all(len(s) >= 4 for s in shards)  # a master + a replica
+
+
+def test_a_killed_master_is_replaced_by_its_replica(cluster: RedisCluster) -> None:
+    """The failover the hub's cluster tests will exercise: kill -9 of a master, its
+    replica takes its slots (cluster-node-timeout 1 s) and the cluster is whole again.
+    Last in this module: it changes the cluster."""
+    masters = cluster.master_ports()
+    victim = masters[0]
+    node = cluster.client(next(p for p in cluster.ports if p != victim))
+    owned = {(int(s[0]), int(s[1])) for s in node.execute_command("CLUSTER", "SLOTS")
+             if int(s[2][1]) == victim}
+    cluster.kill(victim)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = node.execute_command("CLUSTER", "SLOTS")
+        if all(int(s[2][1]) != victim for s in now) and cluster.state_ok(node_port(node)):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no replica took the killed master's slots")
+    assert len(cluster.master_ports()) == 3  # the replica is a master now
+    now = {(int(s[0]), int(s[1])): int(s[2][1]) for s in node.execute_command("CLUSTER", "SLOTS")}
+    assert all(rng in now and now[rng] != victim for rng in owned)
+
+
+def node_port(client: object) -> int:
+    return int(client.connection_pool.connection_kwargs["port"])  # type: ignore[attr-defined]
