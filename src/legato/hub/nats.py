@@ -94,6 +94,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import jsoncodec
 from .backend import (EventSink, Gap, HubUnavailable, PublishOutcomeUnknown, Sink, Stored,
                       id_key, replay_gap)
+from .payload import decode as decode_payload
+from .payload import encode as encode_payload
 from .nats_kv import NATS_ERRORS, ONCE_BUCKET_TTL, Claims, Presence, topic_token
 
 __all__ = ["NatsBackend", "State", "topic_token", "names"]
@@ -111,7 +113,6 @@ _CAS_TRIES = 3
 #: Seconds between checks that the stream is the same one (see ``_watch_stream``).
 STREAM_CHECK = 5.0
 _REFILL_TRIES = 10  # reads of a hole a live copy showed, while connected (~3 s in all)
-_TEXT, _BINARY, _KEYED_TEXT, _KEYED_BINARY = 0x74, 0x62, 0x54, 0x42  # t b T B
 
 
 class State(enum.Enum):
@@ -416,7 +417,7 @@ class NatsBackend:
         if keep < 0:
             raise ValueError("history must be >= 0")
         nc, _ = self._connected(f"publish to {topic!r}")
-        body = b"%d " % min(keep, self.max_history) + _encode(payload, key)
+        body = b"%d " % min(keep, self.max_history) + encode_payload(payload, key)
         # One lock per topic while it has publishers, counted (a released lock is not
         # "locked" while the next waiter has yet to run: only the count says it is free).
         held = self._locks.get(topic)
@@ -640,7 +641,7 @@ class NatsBackend:
         return f"{self._created}-{seq}"
 
     def _message(self, seq: int, body: bytes) -> Stored:
-        payload, key = _payload(body, body.index(b" ") + 1)
+        payload, key = decode_payload(body, body.index(b" ") + 1)
         return self._id(seq), payload, key
 
     # ------------------------------------------------------------------ receiving
@@ -809,7 +810,7 @@ class NatsBackend:
     def _deliver(self, topic: str, seq: int, body: bytes) -> None:
         assert self._sink is not None
         try:
-            payload, key = _payload(body, body.index(b" ") + 1)
+            payload, key = decode_payload(body, body.index(b" ") + 1)
         except (ValueError, IndexError):
             logger.warning("hub nats: ignored a malformed message %d on %r", seq, topic)
             return
@@ -875,31 +876,3 @@ def _keep(message: RawStreamMsg) -> int:
     data = message.data or b"0 "
     return int(data[:data.index(b" ")])
 
-
-def _encode(payload: str | bytes, key: str | None) -> bytes:
-    """Type byte, the key if any, the payload: the same data as the Redis hub's."""
-    text = isinstance(payload, str)
-    body = payload.encode() if isinstance(payload, str) else payload
-    if key is None:
-        return (b"t" if text else b"b") + body
-    raw_key = key.encode()
-    return (b"T" if text else b"B") + b"%d:" % len(raw_key) + raw_key + body
-
-
-def _payload(data: bytes, start: int = 0) -> tuple[str | bytes, str | None]:
-    kind = data[start]
-    key = None
-    if kind in (_KEYED_TEXT, _KEYED_BINARY):
-        colon = data.index(b":", start + 1)
-        length = int(data[start + 1:colon])
-        end = colon + 1 + length
-        if length < 0 or end > len(data):
-            raise ValueError("key length out of range")
-        key = data[colon + 1:end].decode()
-        kind = _TEXT if kind == _KEYED_TEXT else _BINARY
-        start = end - 1
-    if kind == _TEXT:
-        return data[start + 1:].decode(), key
-    if kind == _BINARY:
-        return data[start + 1:], key
-    raise ValueError(f"unknown message type byte {kind!r}")

@@ -92,6 +92,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .. import jsoncodec
 from .backend import (MAX_ID_PART, EventSink, Gap, HubUnavailable, PublishOutcomeUnknown,
                       Sink, Stored, id_key, replay_gap)
+from .payload import decode as decode_payload
+from .payload import encode as encode_payload
 from .pipeline import Pipeline, accepts
 from .redis_presence import RedisPresence, text as _text
 from .resp import Reply, ReplyError
@@ -138,8 +140,6 @@ return {newest[1][1], oldest[1][1],
 """
 
 _Entry = list[Any]  # a stream entry as RESP carries it: [id, [b"k", keep, b"d", data]]
-_TEXT, _BINARY = 0x74, 0x62  # b"t", b"b": the type byte of the data
-_KEYED_TEXT, _KEYED_BINARY = 0x54, 0x42  # b"T", b"B": the same, a key first
 _REFILL_PAGE = 1000  # stream entries per XRANGE while refilling a gap
 #: Seconds between probes of a Redis that refused connections: a refused connect costs
 #: both sides microseconds, and 0.1 s is what a quiet process waits after Redis is back.
@@ -343,7 +343,7 @@ class RedisBackend:
             raise ValueError("history must be >= 0")
         if self._state is State.CLOSED:
             raise HubUnavailable("the hub's Redis backend is stopped")
-        data = _encode(payload, key)
+        data = encode_payload(payload, key)
         history_ms = int(self.history_ttl * 1000)
         ttl = history_ms if keep else int(self.gap_ttl * 1000)
         try:
@@ -384,7 +384,7 @@ class RedisBackend:
                                       self._stream(topic), start, limit or 0)
         assert isinstance(entries, list)
         # Raw entries: [id, [b"k", keep, b"d", data]], newest first.
-        return [(_text(i), *_payload(fields[3])) for i, fields in reversed(entries)]
+        return [(_text(i), *decode_payload(fields[3])) for i, fields in reversed(entries)]
 
     async def replay(self, topic: str, since: str) -> tuple[list[Stored], Gap | None]:
         """History after ``since`` for a client that resumes, with a :class:`Gap` when
@@ -398,7 +398,7 @@ class RedisBackend:
         trimmed = len(entries) > keep
         if trimmed:
             entries = entries[:keep]
-        missed: list[Stored] = [(_text(i), *_payload(f[3])) for i, f in reversed(entries)]
+        missed: list[Stored] = [(_text(i), *decode_payload(f[3])) for i, f in reversed(entries)]
         gap = replay_gap(topic, since, missed, newest=None if newest is None else _text(newest),
                          trimmed=trimmed,
                          # since is older than anything the stream holds, and it was
@@ -632,7 +632,7 @@ class RedisBackend:
                     if early and message_id in early:
                         early.discard(message_id)  # delivered when it was published
                         continue
-                    self._call_sink(topic, message_id, *_payload(fields[3]))
+                    self._call_sink(topic, message_id, *decode_payload(fields[3]))
                     count += 1
             if len(entries) <= _REFILL_PAGE:
                 return count
@@ -685,7 +685,7 @@ class RedisBackend:
         try:
             space = frame.index(b" ")
             message_id = frame[:space].decode()
-            payload, key = _payload(frame, space + 1)
+            payload, key = decode_payload(frame, space + 1)
             if self._fenced and topic in self._fenced:
                 if id_key(message_id) <= id_key(self._last[topic]):
                     return  # already delivered by the refill
@@ -762,36 +762,6 @@ class RedisBackend:
         if conn is not None:
             conn.abort()
 
-
-def _encode(payload: str | bytes, key: str | None) -> bytes:
-    """The message as Redis carries it (see *Data* above)."""
-    text = isinstance(payload, str)
-    body = payload.encode() if isinstance(payload, str) else payload
-    if key is None:
-        return (b"t" if text else b"b") + body
-    raw_key = key.encode()
-    return (b"T" if text else b"B") + b"%d:" % len(raw_key) + raw_key + body
-
-
-def _payload(data: bytes, start: int = 0) -> tuple[str | bytes, str | None]:
-    """Data back to the message and its key: ``t``/``T`` text, ``b``/``B`` bytes;
-    ``ValueError`` otherwise."""
-    kind = data[start]
-    key = None
-    if kind in (_KEYED_TEXT, _KEYED_BINARY):
-        colon = data.index(b":", start + 1)
-        length = int(data[start + 1:colon])
-        end = colon + 1 + length
-        if length < 0 or end > len(data):
-            raise ValueError("key length out of range")
-        key = data[colon + 1:end].decode()
-        kind = _TEXT if kind == _KEYED_TEXT else _BINARY
-        start = end - 1
-    if kind == _TEXT:
-        return data[start + 1:].decode(), key
-    if kind == _BINARY:
-        return data[start + 1:], key
-    raise ValueError(f"unknown message type byte {kind!r}")
 
 
 def _after(message_id: str) -> str:
