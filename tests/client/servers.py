@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -22,7 +21,8 @@ from typing import Any
 
 from ports import free_port, port_is_open
 
-from legato.server import Server, ServerConfig
+
+from serving import run_server
 
 HERE = Path(__file__).parent
 WS_PATH = "/_legato/ws"
@@ -31,37 +31,8 @@ WS_PATH = "/_legato/ws"
 @contextmanager
 def serve_in_thread(app: Any, **settings: Any) -> Iterator[int]:
     """Serve ``app`` on 127.0.0.1:<free port>; yield the port; shut down gracefully."""
-    server = Server(app, ServerConfig(port=0, host="127.0.0.1", **settings))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    async def main() -> None:
-        serving = asyncio.ensure_future(server.serve())
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.005)
-        started.set()
-        await serving
-
-    def target() -> None:
-        try:
-            loop.run_until_complete(main())
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            failure.append(exc)
-            started.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    started.wait(10)
-    if failure:
-        raise failure[0]
-    try:
-        yield server.port
-    finally:
-        loop.call_soon_threadsafe(server.request_exit)
-        thread.join(10)
+    with run_server(app, host="127.0.0.1", **settings) as running:
+        yield running.port
 
 
 class LegatoProcess:
