@@ -368,7 +368,6 @@ class App:
     @debug.setter
     def debug(self, value: bool) -> None:
         self.errors.debug = value
-        self._endpoints.clear()  # WebSocket endpoints hold it
 
     def plan_for(self, route: Route) -> Plan:
         return self.plans.for_route(route)
@@ -412,7 +411,7 @@ class App:
             metrics = self.metrics.route(route.path) if self.metrics is not None else None
             endpoint = self._endpoints[route] = WebSocketEndpoint(
                 route, self.websocket_settings(route), self.plans,
-                hooks=self.websocket_hooks, sessions=self.sessions, debug=self.debug,
+                hooks=self.websocket_hooks, sessions=self.sessions, errors=self.errors,
                 metrics=metrics, hub=self._made_hub)
         return endpoint
 

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .exception_handlers import ExceptionHandlers
 from .exceptions import HTTPError, HubUnavailable, InvalidMessage, WebSocketDisconnect
 from .metrics import RouteMetrics
 from .origins import refused_cross_site
@@ -53,17 +54,18 @@ class WebSocketEndpoint:
 
     Handed what it needs, never the App: ``opts`` (the route's settings with the App's
     defaults filled in), the plans, ``hooks`` (the App's list of WebSocket hooks
-    itself, so a hook registered later is seen), the session codec, ``debug``, the
-    route's counters, and ``hub``: the App's hub if one was made (it is made on first
+    itself, so a hook registered later is seen), the session codec, the exception
+    handlers (their ``debug``, read when a handler crashes), the route's counters, and
+    ``hub``: the App's hub if one was made (it is made on first
     use, maybe after this endpoint), for the connection to leave its topics at the end.
     """
 
-    __slots__ = ("route", "opts", "plan", "plans", "hooks", "sessions", "debug", "hub",
+    __slots__ = ("route", "opts", "plan", "plans", "hooks", "sessions", "errors", "hub",
                  "direct", "finishes", "metrics", "same_site", "keepalive")
 
     def __init__(self, route: Route, opts: WebSocketOptions, plans: Plans, *,
                  hooks: list[Callable[..., Any]], sessions: SessionCodec | None,
-                 debug: bool, metrics: RouteMetrics | None,
+                 errors: ExceptionHandlers, metrics: RouteMetrics | None,
                  hub: Callable[[], Any]) -> None:
         self.route = route
         self.opts = opts
@@ -71,7 +73,7 @@ class WebSocketEndpoint:
         self.plans = plans
         self.hooks = hooks
         self.sessions = sessions
-        self.debug = debug
+        self.errors = errors
         self.hub = hub
         origins = opts.allowed_origins
         #: W15: without ``allowed_origins``, a cross-site handshake that carries
@@ -145,7 +147,7 @@ class WebSocketEndpoint:
                 raise
         except BaseException as exc:
             if isinstance(exc, Exception):
-                await _crashed(ws, exc, self.debug)
+                await _crashed(ws, exc, self.errors.debug)
             raise
         finally:
             if ws.metrics is not None and ws.opened:
