@@ -53,7 +53,7 @@ async def test_a_process_that_lost_pubsub_refills_what_it_missed_in_order_exactl
         assert hub_a.event("gap") is None  # the stream still held the last id delivered
 
         # A live copy of a refilled message (it was in flight) is not delivered twice.
-        a._deliver(a._channel("room"), f"{missed[-1]} tm3".encode())
+        a._feed._deliver(a.channel("room"), f"{missed[-1]} tm3".encode())
         live = await b.publish("room", "live")
         await hub_a.wait_for_payloads("room", 5)
         assert hub_a.ids("room") == [before, *missed, live]

@@ -201,7 +201,7 @@ def test_18_3_a_since_subscribe_during_an_outage_is_refused_with_503_and_leaves_
         hub = app.hub
         assert "room:a" not in hub._subscribers and not hub._outboxes
         backend = hub.backend
-        assert backend._channels == {}  # nothing for the reconnection to subscribe
+        assert backend._feed.topics == []  # nothing for the reconnection to subscribe
         redis_server.start()
         with client.websocket_connect(f"/rooms/a?since={last}") as ws:
             assert ws.receive_json() == {"ready": True}  # Redis back (empty): works again
@@ -222,7 +222,7 @@ async def test_18_3_a_since_subscribe_during_an_outage_raises_subscribe_unavaila
             await hub.subscribe(Open(), "room", since="1-0")  # type: ignore[arg-type]
         assert isinstance(refused.value, HubUnavailable) and refused.value.status_code == 503
         assert hub._subscribers == {} and hub._outboxes == {}
-        assert hub.backend._channels == {}
+        assert hub.backend._feed.topics == []
     finally:
         await hub.stop()
 
@@ -365,7 +365,7 @@ async def test_18_8_the_count_forgets_a_process_that_died(redis_url: str, prefix
         for task in dead._tasks:  # it dies: no heartbeat, no clean-up
             task.cancel()
         await dead.pipeline.close()
-        await dead._drop()
+        await dead._feed.stop()
         await asyncio.sleep(0.5)
         assert await alive.count("room") == 1
         assert list(await alive.members("room")) == ["me"]

@@ -18,9 +18,9 @@ from typing import Any
 from .. import jsoncodec
 from .backend import HubUnavailable
 from .pipeline import Pipeline
-from .resp import ReplyError
+from .resp import ReplyError, text
 
-__all__ = ["RedisPresence", "text"]
+__all__ = ["RedisPresence"]
 
 logger = logging.getLogger("legato.hub")
 
@@ -243,7 +243,3 @@ class RedisPresence:
             await self._pipe.call_many(commands)
         self._joined.clear()
         self._leaving.clear()
-
-
-def text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw

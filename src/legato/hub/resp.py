@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-__all__ = ["ProtocolError", "Reply", "ReplyError", "ReplyParser", "encode_command"]
+__all__ = ["ProtocolError", "Reply", "ReplyError", "ReplyParser", "encode_command", "text"]
 
 Reply = Union[bytes, int, None, "ReplyError", list["Reply"]]
 
@@ -45,6 +45,11 @@ def encode_command(*args: bytes | str | int) -> bytes:
         parts.append(raw)
         parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def text(raw: bytes | str) -> str:
+    """A bulk string reply (or a str already) as text."""
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class ReplyParser:
