@@ -14,6 +14,7 @@ import pytest
 from ports import free_port
 from nats_servers import NatsServer, need_nats_server, shared_nats
 from nats_servers import delete_prefix as delete_nats_prefix
+from redis_cluster import RedisCluster
 from redis_servers import RedisServer, delete_prefix, need_redis_server, session_redis
 
 from legato.hub.backend import Backend, MemoryBackend
@@ -50,6 +51,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of the session's own: three masters, no replicas (the failover
+    tests start one with replicas). Tests that migrate slots leave it whole: every slot
+    served, keys unique to their prefix."""
+    need_redis_server()
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), masters=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -101,6 +101,53 @@ class RedisCluster:
                 found.append(port)
         return sorted(found)
 
+    def node_id(self, port: int) -> str:
+        raw = self.client(port).execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def owner(self, slot: int) -> int:
+        """The port of ``slot``'s master, as the first answering node has it."""
+        for port in self.processes:
+            try:
+                shards = self.client(port).execute_command("CLUSTER", "SLOTS")
+            except (redis.RedisError, OSError):
+                continue
+            for shard in shards:
+                if int(shard[0]) <= slot <= int(shard[1]):
+                    return int(shard[2][1])
+        raise RuntimeError(f"no node knows the master of slot {slot}")
+
+    # A slot migration in its three steps (what ``redis-cli --cluster reshard`` does),
+    # so a test can act between them: begin (the importing node accepts ASKING, the
+    # migrating one redirects missing keys with ASK), move the keys, finish (every
+    # master learns the new owner: MOVED from then on).
+
+    def begin_migration(self, slot: int, target: int) -> int:
+        source = self.owner(slot)
+        self.client(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                            self.node_id(source))
+        self.client(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                                            self.node_id(target))
+        return source
+
+    def move_keys(self, slot: int, source: int, target: int) -> int:
+        moved = 0
+        node = self.client(source)
+        while keys := node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            node.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        return moved
+
+    def finish_migration(self, slot: int, target: int) -> None:
+        target_id = self.node_id(target)
+        for port in [target, *(p for p in self.master_ports() if p != target)]:
+            self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def migrate(self, slot: int, target: int) -> None:
+        source = self.begin_migration(slot, target)
+        self.move_keys(slot, source, target)
+        self.finish_migration(slot, target)
+
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()

@@ -17,8 +17,8 @@ from typing import Any
 
 from .. import jsoncodec
 from .backend import HubUnavailable
-from .pipeline import Pipeline
-from .resp import ReplyError, text
+from .pipeline import Command, Pipeline
+from .resp import Reply, ReplyError, text
 
 __all__ = ["RedisPresence"]
 
@@ -125,9 +125,9 @@ class RedisPresence:
 
     async def _flush(self, dirty: dict[str, tuple[dict[str, bytes], set[str]]],
                      done: asyncio.Future[None]) -> None:
-        commands: list[tuple[bytes | str | int, ...]] = [
-            ("SET", self._proc, b"1", "PX", self._ttl_ms)]  # first: no member without it
+        commands = self._stamp()  # first: no member without a live process
         for topic, (added, removed) in dirty.items():
+            commands += self._stamp_topic(topic)
             if removed:
                 commands.append(("HDEL", self._hash(topic),
                                  *(self._field(m) for m in removed)))
@@ -139,7 +139,7 @@ class RedisPresence:
                              ("PEXPIRE", self._hash(topic), self._ttl_ms)]
             commands += self._count_commands(topic)
         try:
-            replies = await self._pipe.call_many(commands)
+            replies = await self._send(commands)
             if any(isinstance(r, ReplyError) for r in replies):
                 raise HubUnavailable(f"Redis refused a presence write: {replies}")
         except HubUnavailable as exc:
@@ -150,17 +150,36 @@ class RedisPresence:
         finally:
             done.set_result(None)
 
-    def _count_commands(self, topic: str) -> list[tuple[bytes | str | int, ...]]:
+    def _unstamp(self) -> list[Command]:
+        """What a clean stop ends with: the heartbeat goes."""
+        return [("DEL", self._proc)]
+
+    def _count_commands(self, topic: str) -> list[Command]:
         count = len(self._joined.get(topic, ()))
         if not count:
             return [("HDEL", self._counts(topic), self._pid)]
         return [("HSET", self._counts(topic), self._pid, count),
                 ("PEXPIRE", self._counts(topic), self._ttl_ms)]
 
+    def _stamp(self) -> list[Command]:
+        """What a write of members starts with: this process's heartbeat."""
+        return [("SET", self._proc, b"1", "PX", self._ttl_ms)]
+
+    def _stamp_topic(self, topic: str) -> list[Command]:
+        """What a write of a topic's members needs besides (a cluster: its own stamp)."""
+        return []
+
+    async def _send(self, commands: list[Command]) -> list[Reply]:
+        return await self._pipe.call_many(commands)
+
+    async def _read(self, topic: str, script: str, key: str) -> Reply:
+        """Run a members/count script over ``key`` (errors: HubUnavailable)."""
+        return await self._pipe.call("EVAL", script, 1, key, f"{self._prefix}:proc:",
+                                     self._pid)
+
     async def members(self, topic: str) -> dict[str, Any]:
         try:
-            flat = await self._pipe.call("EVAL", _MEMBERS, 1, self._hash(topic),
-                                         f"{self._prefix}:proc:", self._pid)
+            flat = await self._read(topic, _MEMBERS, self._hash(topic))
         except HubUnavailable as exc:
             raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
         if not isinstance(flat, list):
@@ -170,20 +189,19 @@ class RedisPresence:
 
     async def count(self, topic: str) -> int:
         try:
-            total = await self._pipe.call("EVAL", _COUNT, 1, self._counts(topic),
-                                          f"{self._prefix}:proc:", self._pid)
+            total = await self._read(topic, _COUNT, self._counts(topic))
         except HubUnavailable as exc:
             raise HubUnavailable(f"cannot count the presence of {topic!r}: {exc}") from None
         if not isinstance(total, int):
             raise HubUnavailable(f"cannot count the presence of {topic!r}: {total!r}")
         return total
 
-    def _write_commands(self, topics: list[str]) -> list[tuple[bytes | str | int, ...]]:
+    def _write_commands(self, topics: list[str]) -> list[Command]:
         """Heartbeat first, then the fields and counts: nobody sees them without a live
         process."""
-        commands: list[tuple[bytes | str | int, ...]] = [
-            ("SET", self._proc, b"1", "PX", self._ttl_ms)]
+        commands = self._stamp()
         for topic in topics:
+            commands += self._stamp_topic(topic)
             members = self._joined.get(topic)
             if members:
                 flat: list[bytes | str] = []
@@ -209,28 +227,40 @@ class RedisPresence:
         if not self._joined and not self._leaving and not self._lost:
             return
         leaving, topics, failed = list(self._leaving), list(self._joined), set(self._lost)
-        commands: list[tuple[bytes | str | int, ...]] = [
+        commands: list[Command] = [
             ("HDEL", self._hash(topic), self._field(member)) for topic, member in leaving]
-        commands.append(("SET", self._proc, b"1", "PX", self._ttl_ms, "XX"))
-        for topic in topics:
-            commands += [("PEXPIRE", self._hash(topic), self._ttl_ms),
-                         ("PEXPIRE", self._counts(topic), self._ttl_ms)]
-        results = await self._pipe.call_many(commands)
+        header = self._refresh()
+        commands += header
+        per_topic = [self._refresh_topic(topic) for topic in topics]
+        for refresh in per_topic:
+            commands += refresh
+        results = await self._send(commands)
         self._leaving.difference_update(leaving)
         self._lost.difference_update(failed)
-        alive, kept = results[len(leaving)], results[len(leaving) + 1:]
-        # No heartbeat key: we stalled past the TTL and others may have deleted our
-        # fields, or Redis restarted. No hash: Redis restarted or it expired.
-        lost = set(topics) if alive is None else {
-            t for t, ok, ok_count in zip(topics, kept[::2], kept[1::2], strict=True)
-            if not ok or not ok_count}
+        at = len(leaving) + len(header)
+        # No heartbeat: we stalled past the TTL and others may have deleted our fields,
+        # or Redis restarted. No hash: Redis restarted or it expired.
+        lost = set(topics) if not all(results[len(leaving):at]) else set()
+        for topic, refresh in zip(topics, per_topic, strict=True):
+            if not all(results[at:at + len(refresh)]):
+                lost.add(topic)
+            at += len(refresh)
         lost |= failed
         if lost:
-            await self._pipe.call_many(self._write_commands(sorted(lost)))
+            await self._send(self._write_commands(sorted(lost)))
+
+    def _refresh(self) -> list[Command]:
+        """The heartbeat's refresh, answered None when the heartbeat had expired."""
+        return [("SET", self._proc, b"1", "PX", self._ttl_ms, "XX")]
+
+    def _refresh_topic(self, topic: str) -> list[Command]:
+        """A topic's refresh: every reply 0 or None means Redis lost what we wrote."""
+        return [("PEXPIRE", self._hash(topic), self._ttl_ms),
+                ("PEXPIRE", self._counts(topic), self._ttl_ms)]
 
     async def clear(self) -> None:
         """Remove this process's entries and heartbeat (errors: they expire anyway)."""
-        commands: list[tuple[bytes | str | int, ...]] = []
+        commands: list[Command] = []
         for topic, members in self._joined.items():
             if members:
                 commands.append(("HDEL", self._hash(topic),
@@ -238,8 +268,8 @@ class RedisPresence:
             commands.append(("HDEL", self._counts(topic), self._pid))
         for topic, member in self._leaving:
             commands.append(("HDEL", self._hash(topic), self._field(member)))
-        commands.append(("DEL", self._proc))
+        commands += self._unstamp()
         with suppress(HubUnavailable):
-            await self._pipe.call_many(commands)
+            await self._send(commands)
         self._joined.clear()
         self._leaving.clear()
