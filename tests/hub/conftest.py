@@ -106,11 +106,17 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 REDIS_ONLY = {"gap_window", "gap_ttl", "max_pending"}
 
 
-@pytest.fixture(params=["memory", "redis", "nats"])
+@pytest.fixture(params=["memory", "redis", "cluster", "nats"])
 def make_backend(request: pytest.FixtureRequest) -> Callable[..., Backend]:
     """``make_backend(**options)``: a new backend of the parametrized kind."""
     if request.param == "memory":
         return lambda **options: MemoryBackend()  # it has no options
+    if request.param == "cluster":
+        from legato.hub.redis_cluster import RedisClusterBackend  # noqa: PLC0415
+
+        url = request.getfixturevalue("redis_cluster").url
+        name = f"legato-test-{uuid.uuid4().hex[:12]}"
+        return lambda **options: RedisClusterBackend(url, prefix=name, **options)
     if request.param == "nats":
         from legato.hub.nats import NatsBackend  # noqa: PLC0415 - needs the 'nats' extra
 
@@ -122,12 +128,15 @@ def make_backend(request: pytest.FixtureRequest) -> Callable[..., Backend]:
     return lambda **options: RedisBackend(url, prefix=key_prefix, **options)
 
 
-@pytest.fixture(params=["memory", "redis", "nats"])
+@pytest.fixture(params=["memory", "redis", "cluster", "nats"])
 def hub_url(request: pytest.FixtureRequest) -> str:
-    """``App(hub=...)`` of the parametrized backend (on Redis or NATS, this test's own
-    prefix)."""
+    """``App(hub=...)`` of the parametrized backend (on Redis, Redis Cluster or NATS,
+    this test's own prefix)."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        return f"{url}?prefix=legato-test-{uuid.uuid4().hex[:12]}"
     if request.param == "nats":
         url = request.getfixturevalue("nats_url")
         return f"{url}?prefix={request.getfixturevalue('nats_prefix')}"

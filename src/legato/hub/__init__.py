@@ -67,27 +67,47 @@ def backend_for(url: str) -> Backend:
     ``presence_ttl``, ``timeout``, ``ping_interval``, ``gap_ttl``, ``history_ttl``,
     ``gap_window``, ``max_pending``).
 
+    ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS): the
+    hub over Redis Cluster with sharded pub/sub (docs/hub.md), the same options plus
+    ``wait_replicas``, ``replica_timeout``, ``failover_timeout``, ``refresh_interval``
+    (see ``RedisClusterBackend``).
+
     ``nats://host:port`` (``tls://`` for TLS): the NATS hub (docs/nats.md), options
     ``prefix``, ``presence_ttl``, ``timeout``, ``ping_interval``, ``history_ttl``,
     ``max_history``, ``reconnect_wait`` (see ``NatsBackend``).
     """
     if url.startswith("memory:"):
         return MemoryBackend()
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisBackend  # noqa: PLC0415 - needs the 'redis' extra
-
+    cluster = url.startswith(("redis+cluster://", "rediss+cluster://"))
+    if cluster or url.startswith(("redis://", "rediss://", "unix://")):
         base, _, query = url.partition("?")
         options: dict[str, Any] = {}
+        floats = {"presence_ttl", "timeout", "ping_interval", "gap_ttl", "history_ttl"}
+        ints = {"gap_window", "max_pending"}
+        if cluster:
+            floats |= {"replica_timeout", "failover_timeout", "refresh_interval"}
+            ints |= {"wait_replicas"}
         for name, value in parse_qsl(query):
-            if name == "prefix":
-                options[name] = value
-            elif name in ("presence_ttl", "timeout", "ping_interval", "gap_ttl",
-                          "history_ttl"):
-                options[name] = float(value)
-            elif name in ("gap_window", "max_pending"):
-                options[name] = int(value)
-            else:
-                raise ValueError(f"unknown hub option {name!r} in {url!r}")
+            try:
+                if name == "prefix":
+                    options[name] = value
+                elif name in floats:
+                    options[name] = float(value)
+                elif name in ints:
+                    options[name] = int(value)
+                else:
+                    raise ValueError(f"unknown hub option {name!r} in {url!r}")
+            except ValueError as exc:
+                if "unknown hub option" in str(exc):
+                    raise
+                raise ValueError(f"hub option {name}={value!r} in {url!r} is not a "
+                                 f"number") from None
+        if cluster:
+            from .redis_cluster import RedisClusterBackend  # noqa: PLC0415 - 'redis' extra
+
+            return RedisClusterBackend(base, **options)
+        from .redis import RedisBackend  # noqa: PLC0415 - needs the 'redis' extra
+
         return RedisBackend(base, **options)
     if url.startswith(("nats://", "tls://")):
         from .nats import NatsBackend  # noqa: PLC0415 - needs the 'nats' extra
@@ -105,7 +125,8 @@ def backend_for(url: str) -> Backend:
             else:
                 raise ValueError(f"unknown hub option {name!r} in {url!r}")
         return NatsBackend(base, **nats_options)
-    raise ValueError(f"unknown hub backend {url!r}: use memory://, redis://... or nats://...")
+    raise ValueError(f"unknown hub backend {url!r}: use memory://, redis://..., "
+                     f"redis+cluster://host:port,... or nats://...")
 
 
 class Subscription:

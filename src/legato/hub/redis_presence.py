@@ -65,7 +65,13 @@ class RedisPresence:
     it has there (``pcount``), so ``count()`` reads one number per process.
     """
 
-    def __init__(self, pipe: Pipeline, prefix: str, process_id: str, ttl: float) -> None:
+    #: The Lua scripts ``members()`` and ``count()`` run (the cluster's differ).
+    _members_script = _MEMBERS
+    _count_script = _COUNT
+
+    def __init__(self, pipe: Pipeline | None, prefix: str, process_id: str,
+                 ttl: float) -> None:
+        """``pipe``: where the commands go (None for a subclass that routes them)."""
         self._pipe = pipe
         self._prefix = prefix
         self._pid = process_id
@@ -170,16 +176,18 @@ class RedisPresence:
         return []
 
     async def _send(self, commands: list[Command]) -> list[Reply]:
+        assert self._pipe is not None
         return await self._pipe.call_many(commands)
 
     async def _read(self, topic: str, script: str, key: str) -> Reply:
         """Run a members/count script over ``key`` (errors: HubUnavailable)."""
+        assert self._pipe is not None
         return await self._pipe.call("EVAL", script, 1, key, f"{self._prefix}:proc:",
                                      self._pid)
 
     async def members(self, topic: str) -> dict[str, Any]:
         try:
-            flat = await self._read(topic, _MEMBERS, self._hash(topic))
+            flat = await self._read(topic, self._members_script, self._hash(topic))
         except HubUnavailable as exc:
             raise HubUnavailable(f"cannot read the presence of {topic!r}: {exc}") from None
         if not isinstance(flat, list):
@@ -189,7 +197,7 @@ class RedisPresence:
 
     async def count(self, topic: str) -> int:
         try:
-            total = await self._read(topic, _COUNT, self._counts(topic))
+            total = await self._read(topic, self._count_script, self._counts(topic))
         except HubUnavailable as exc:
             raise HubUnavailable(f"cannot count the presence of {topic!r}: {exc}") from None
         if not isinstance(total, int):
