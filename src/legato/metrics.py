@@ -116,4 +116,17 @@ def render(metrics: Metrics, hub: Any = None) -> str:
                  "messages delivered in this process only (broker unreachable)")):
             suffix = "_total" if kind == "counter" else ""
             family(f"legato_hub_{key}{suffix}", kind, helptext, [("", stats[key])])
+        shards = stats["shards"]
+        for key, name, kind, helptext in (
+                ("up", "up", "gauge", "1 while this process reaches the broker shard (its "
+                 "pub/sub connection, else its command connection)"),
+                ("topics", "topics", "gauge", "topics this process receives from the shard"),
+                ("pending", "pending", "gauge", "commands queued for or awaiting the shard"),
+                ("lag", "lag_seconds", "gauge", "publish to delivery of the last message "
+                 "from the shard (the broker's clock against this host's)"),
+                ("reconnects", "reconnects_total", "counter",
+                 "reconnections of the pub/sub connection to the shard")):
+            family(f"legato_hub_shard_{name}", kind, helptext,
+                   [(f'{{shard="{_label(s["shard"])}"}}', int(s[key]) if key == "up"
+                     else s[key]) for s in shards])
     return "\n".join(lines) + "\n"

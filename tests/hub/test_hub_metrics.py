@@ -89,3 +89,33 @@ def test_P7_every_subscriber_counts_each_broadcast_once(client: Any) -> None:
         for ws in (a, b):
             got += [ws.receive_text() for _ in range(5)]
         assert sent(client) == (12, utf8(got))
+
+
+def test_P7_metrics_show_each_broker_shard_with_its_state_topics_and_lag(
+        client: Any, hub_url: str) -> None:
+    """Operators see each broker shard (one Redis: itself; a cluster: each master):
+    whether this process's pub/sub connection to it is up, its topics, its commands
+    pending, the lag of the last delivery and the reconnections."""
+    with client.websocket_connect(ROUTE) as ws:
+        assert ws.receive_text() == "ready"
+        client.post("/pub", params={"text": "x"})
+        assert ws.receive_text()
+        text = client.get("/metrics").text
+    up = re.findall(r'^legato_hub_shard_up{shard="([^"]+)"} (\d)$', text, re.MULTILINE)
+    if hub_url.startswith(("memory:", "nats:")):
+        assert up == []  # no shards: the families are there, empty
+        assert "# TYPE legato_hub_shard_up gauge" in text
+        return
+    expected = 3 if "+cluster" in hub_url else 1
+    assert len(up) == expected, text
+    topics = dict(re.findall(r'^legato_hub_shard_topics{shard="([^"]+)"} (\d+)$', text,
+                             re.MULTILINE))
+    assert sorted(topics.values()) == ["0"] * (expected - 1) + ["1"]  # "t" on one shard
+    home = next(shard for shard, n in topics.items() if n == "1")
+    assert (home, "1") in up
+    lag = re.search(rf'^legato_hub_shard_lag_seconds{{shard="{re.escape(home)}"}} (\S+)$',
+                    text, re.MULTILINE)
+    assert lag and 0 <= float(lag.group(1)) < 1.0
+    assert re.search(r'^legato_hub_shard_pending{shard="[^"]+"} \d+$', text, re.MULTILINE)
+    assert re.search(r'^legato_hub_shard_reconnects_total{shard="[^"]+"} 0$', text,
+                     re.MULTILINE)

@@ -716,4 +716,8 @@ class Hub:
             "backend_outages": self.outages,
             "gaps": self.gaps,
             "published_locally": self.published_locally,
+            # Per broker shard (Redis: the one server; Redis Cluster: each master):
+            # address, up, topics, pending commands, lag (s), reconnects.
+            "shards": self.backend.shard_stats() if hasattr(self.backend, "shard_stats")
+            else [],
         }

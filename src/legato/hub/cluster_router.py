@@ -263,6 +263,10 @@ class ClusterRouter:
         refresh it schedules), sorted by first slot."""
         return list(self._shards)
 
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
     def options(self, address: str) -> dict[str, Any]:
         """Connection options for the node at ``address``: the seeds' auth and TLS."""
         host, port = split_address(address)
@@ -420,12 +424,22 @@ class ClusterRouter:
         if self.state is State.CLOSED:
             raise HubUnavailable("the cluster router is closed")
         address = self._owners[slot]
-        if address is not None and slot not in self._held:  # the usual case: one send
+        if address is None or slot in self._held:
+            return await _Call(self, slot, commands).run()
+        try:  # the usual case: one send
             replies = await self._send(address, commands, asking=False)
-            if not any(type(reply) is ReplyError for reply in replies):
-                return replies
-            return await _Call(self, slot, commands).resume(address, replies)
-        return await _Call(self, slot, commands).run()
+        except PublishOutcomeUnknown:
+            self._want_refresh()
+            raise
+        except HubUnavailable as exc:
+            if self.closed:  # (a property: the state may have changed while sending)
+                raise
+            call = _Call(self, slot, commands)
+            call.last, call.wait = f"{address}: {exc}", True
+            return await call.run()
+        if not any(type(reply) is ReplyError for reply in replies):
+            return replies
+        return await _Call(self, slot, commands).resume(address, replies)
 
     async def _send(self, address: str, commands: list[Command], *, asking: bool
                     ) -> list[Reply]:

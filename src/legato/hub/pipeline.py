@@ -158,7 +158,12 @@ class Pipeline:
             self._queue.append((encode_command(*args), future))
             futures.append(future)
         self._kick()
-        return [await future for future in futures]
+        try:
+            return [await future for future in futures]
+        except BaseException:
+            for future in futures:  # the caller hears the first failure, only once
+                future.add_done_callback(_retrieved)
+            raise
 
     @property
     def pending(self) -> int:
@@ -433,3 +438,9 @@ def handshake(options: dict[str, Any], client_name: str) -> list[Command]:
         commands.append(("SELECT", int(options["db"])))
     commands.append(("CLIENT", "SETNAME", client_name))
     return commands
+
+
+def _retrieved(future: asyncio.Future[Reply]) -> None:
+    """Mark a reply's failure as seen (its call already raised one)."""
+    if not future.cancelled():
+        future.exception()

@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from contextlib import suppress
 from typing import Any
@@ -197,6 +198,7 @@ class RedisBackend:
         self._sink: Sink | None = None
         self._on_event: EventSink | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._lags: dict[str, float] = {}  # feed label → seconds, publish to delivery
         self._connect_to(url, max_pending)
 
     def _connect_to(self, url: str, max_pending: int) -> None:
@@ -399,10 +401,26 @@ class RedisBackend:
     def deliver(self, topic: str, message_id: str, payload: str | bytes,
                 key: str | None) -> None:
         assert self._sink is not None
+        self._note_lag(topic, message_id)
         try:
             self._sink(topic, message_id, payload, key)
         except Exception:
             logger.exception("hub: delivering %s on %r failed", message_id, topic)
+
+    def _note_lag(self, topic: str, message_id: str) -> None:
+        """Seconds from publish (the id's milliseconds: Redis's clock) to delivery."""
+        with suppress(ValueError):
+            published = int(message_id[:message_id.index("-")]) / 1000
+            self._lags[self._feed_for(topic).label] = max(0.0, time.time() - published)
+
+    def shard_stats(self) -> list[dict[str, Any]]:
+        """For /metrics: the one Redis as a shard (the cluster backend: each master)."""
+        options = self._pipe.options
+        address = str(options.get("path") or
+                      f"{options.get('host', '127.0.0.1')}:{options.get('port', 6379)}")
+        return [{"shard": address, "up": self._feed.state is State.CONNECTED,
+                 "topics": len(self._feed.topics), "pending": self._pipe.pending,
+                 "lag": self._lags.get("", 0.0), "reconnects": self._feed.reconnects}]
 
     def emit(self, kind: str, details: dict[str, Any]) -> None:
         if self._on_event is not None:

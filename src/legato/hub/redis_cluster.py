@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from contextlib import suppress
 from functools import lru_cache
 from typing import Any
@@ -155,7 +154,6 @@ class RedisClusterBackend(RedisBackend):
         self._homes: dict[str, Feed] = {}  # topic → the feed that carries it
         self._nowhere = self._new_feed("")  # topics whose master is not known (never runs)
         self._released: set[str] = set()  # topics their node no longer serves
-        self._lags: dict[str, float] = {}  # shard → seconds, publish to delivery
         self._retired = [0, 0]  # reconnects, refilled of feeds stopped since
         self._rehoming: asyncio.Task[None] | None = None
         self._rehome_again = False
@@ -233,8 +231,10 @@ class RedisClusterBackend(RedisBackend):
             pipe = self._router.pipeline(address)
             stats.append({
                 "shard": address,
+                # Its pub/sub connection; with none, its command connection (none
+                # needed yet: a master the map lists, nothing says it is down).
                 "up": feed.state is State.CONNECTED if feed is not None
-                else pipe is not None and pipe.state is PipeState.READY,
+                else pipe is None or pipe.state is PipeState.READY,
                 "topics": len(feed.topics) if feed is not None else 0,
                 "pending": pipe.pending if pipe is not None else 0,
                 "lag": self._lags.get(address, 0.0),
@@ -455,14 +455,7 @@ class RedisClusterBackend(RedisBackend):
         if feed is not None:
             feed.went_silent()
 
-    def deliver(self, topic: str, message_id: str, payload: str | bytes,
-                key: str | None) -> None:
-        home = self._homes.get(topic)
-        if home is not None:
-            with suppress(ValueError):
-                published = int(message_id[:message_id.index("-")]) / 1000
-                self._lags[home.label] = max(0.0, time.time() - published)
-        super().deliver(topic, message_id, payload, key)
+
 
 
 # -------------------------------------------------------------------------- presence
