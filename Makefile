@@ -35,7 +35,7 @@ test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/protocol
 	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/server
-	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/hub -k "not nats and not redis"
+	LEGATO_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider tests/hub -k "not nats and not redis and not cluster"
 	cd clients/js && npm ci --no-audit --no-fund && npm test
 
 bench: install

@@ -148,6 +148,16 @@ class RedisCluster:
         self.move_keys(slot, source, target)
         self.finish_migration(slot, target)
 
+    def replicated_masters(self) -> list[int]:
+        """The masters that have a replica now (a failover leaves its shard without)."""
+        for port in self.processes:
+            try:
+                shards = self.client(port).execute_command("CLUSTER", "SLOTS")
+            except (redis.RedisError, OSError):
+                continue
+            return sorted({int(s[2][1]) for s in shards if len(s) >= 4})
+        return []
+
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()

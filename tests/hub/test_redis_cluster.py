@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from recording import Recorder, running
+from recording import running
 from redis_cluster import RedisCluster
+from test_hub_processes import Client, legato_processes, publish
 
 from legato.hub import backend_for
 from legato.hub.backend import HubUnavailable, PublishOutcomeUnknown
@@ -275,5 +277,65 @@ async def test_a_killed_master_fails_over_and_no_acknowledged_message_is_lost(
               f" unreplicated; {len(acked)} acked, all delivered once in order")
 
 
-def recorder_kinds(recorder: Recorder) -> list[str]:
-    return [kind for kind, _ in recorder.events]
+def topic_with_a_replica(backend: RedisClusterBackend, cluster: RedisCluster) -> str:
+    masters = set(cluster.replicated_masters())
+    return next(t for t in (f"room:{n}" for n in range(100))
+                if cluster.owner(backend._topic_slot(t)) in masters)
+
+
+async def test_through_legato_run_a_failover_is_a_pause_for_websocket_clients(
+        replicated: RedisCluster, tmp_path: Path) -> None:
+    """The App on the cluster, two ``legato run`` processes, a WebSocket subscriber on
+    each, a publisher posting to one: kill -9 of the topic's master. The clients' view:
+    their connections stay open, messages pause, then every acknowledged one arrives,
+    once, in order."""
+    prefix = new_prefix()
+    topic = topic_with_a_replica(RedisClusterBackend(replicated.url, prefix=prefix),
+                                 replicated)
+    probe = RedisClusterBackend(replicated.url, prefix=prefix)
+    victim = replicated.owner(probe._topic_slot(topic))
+    with legato_processes(f"{replicated.url}?prefix={prefix}&presence_ttl=1", 2,
+                          tmp_path) as (first, second):
+        clients = [await Client.join(first, topic, "a"), await Client.join(second, topic, "b")]
+        acked: list[tuple[float, str, str]] = []
+        refused: list[tuple[str, str]] = []  # (text, the app's 503 body)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def post(http: httpx.AsyncClient) -> None:
+            n = 0
+            while not stop.is_set():
+                response = await publish(http, first, topic, str(n))
+                if response.status_code == 200:
+                    acked.append((loop.time(), response.json()["id"], str(n)))
+                else:
+                    refused.append((str(n), response.text))
+                n += 1
+                await asyncio.sleep(0.005)
+
+        async with httpx.AsyncClient(timeout=20) as http:
+            posting = asyncio.create_task(post(http))
+            await clients[0].wait_until(lambda: len(acked) >= 50)
+            killed_at = loop.time()
+            await asyncio.to_thread(replicated.kill, victim)
+            await clients[0].wait_until(
+                lambda: len([a for a in acked if a[0] > killed_at]) >= 50)
+            stop.set()
+            await posting
+        acked_ids = [message_id for _, message_id, _ in acked]
+        for client in clients:
+            await client.wait_until(lambda c=client: acked_ids[-1] in c.ids)
+            assert len(client.ids) == len(set(client.ids))  # none twice
+            assert [i for i in client.ids if i in set(acked_ids)] == acked_ids
+            extra = [t for i, t in zip(client.ids, client.texts, strict=True)
+                     if i not in set(acked_ids)]
+            assert set(extra) <= {text for text, _ in refused}
+            assert not client.reader.done()  # the connection never closed
+        assert len(refused) <= 1, refused  # at most the publish in flight at the kill
+        times = [when for when, _, _ in acked]
+        pause = max(b - a for a, b in zip(times, times[1:], strict=False))
+        print(f"\nthrough legato run: publisher paused {pause:.2f}s at the failover; "
+              f"{len(acked)} acked, each delivered once, in order, to both clients; "
+              f"refused {refused}")
+        for client in clients:
+            await client.close()

@@ -153,7 +153,7 @@ class RedisClusterBackend(RedisBackend):
         self._opening: dict[str, asyncio.Task[None]] = {}  # feeds connecting
         self._homes: dict[str, Feed] = {}  # topic → the feed that carries it
         self._nowhere = self._new_feed("")  # topics whose master is not known (never runs)
-        self._released: set[str] = set()  # topics their node no longer serves
+        self._released: dict[str, float] = {}  # topic → when its node let it go
         self._retired = [0, 0]  # reconnects, refilled of feeds stopped since
         self._rehoming: asyncio.Task[None] | None = None
         self._rehome_again = False
@@ -333,7 +333,7 @@ class RedisClusterBackend(RedisBackend):
 
     async def unlisten(self, topic: str) -> None:
         home = self._homes.pop(topic, None)
-        self._released.discard(topic)
+        self._released.pop(topic, None)
         if home is not None:
             home.unlisten(topic)
 
@@ -344,7 +344,10 @@ class RedisClusterBackend(RedisBackend):
         and re-home them."""
         topics = {t for t, home in self._homes.items() if home is feed}
         names = {self.channel(t): t for t in topics}
-        self._released.update(names[c] for c in channels if c in names)
+        now = asyncio.get_running_loop().time()
+        for channel in channels:
+            if channel in names:
+                self._released.setdefault(names[channel], now)
         self._router._want_refresh()
         self._want_rehome()
 
@@ -386,7 +389,7 @@ class RedisClusterBackend(RedisBackend):
                 if self._homes.get(topic) is not old:
                     continue  # unlistened (or moved) while the new feed connected
                 mark: Mark | None = old.take(topic)
-                self._released.discard(topic)
+                self._released.pop(topic, None)
                 self._homes[topic] = new
                 self.rehomed += 1
                 moved_to.add(address)
@@ -402,10 +405,23 @@ class RedisClusterBackend(RedisBackend):
                 self.emit("reconnected", {"downtime": downtime, "refilled": refilled,
                                           "shard": old.label,
                                           "moved_to": sorted(moved_to)})
-        # Drop the released topics whose master is still the node that released them?
-        # No: they stay where they are until the map moves them (the loop asks again).
-        self._released.intersection_update(self._homes)
+        await self._resubscribe_stale()
         await self._retire()
+
+    async def _resubscribe_stale(self) -> None:
+        """Topics released by a node that the map still names as their master, for
+        longer than a failover takes: the node's word was stale (a slot that came back),
+        so subscribe there again (refilled from the last id) rather than wait on."""
+        now = asyncio.get_running_loop().time()
+        for topic, since in list(self._released.items()):
+            home = self._homes.get(topic)
+            if home is None:
+                del self._released[topic]
+            elif now - since > self.failover_timeout:
+                del self._released[topic]
+                mark = home.take(topic)
+                if mark is not None:
+                    await home.adopt(topic, mark)
 
     async def _retire(self) -> None:
         """Stop the feeds of nodes that are no longer masters and carry nothing."""
