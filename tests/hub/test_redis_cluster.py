@@ -191,6 +191,29 @@ async def test_a_slot_migrated_while_publishing_moves_its_topic_without_a_loss(
         assert [m[0] for m in await publisher.history("room")][-1] == acked[-1]
 
 
+async def test_a_topic_released_by_a_node_the_map_still_names_is_subscribed_there_again(
+        redis_cluster: RedisCluster) -> None:
+    """A node's word that a channel is no longer its own, while the slot map says it is
+    (a slot that moved and came back): after failover_timeout the topic is subscribed on
+    the same node again, refilled from its last id, instead of waiting for ever."""
+    backend = RedisClusterBackend(redis_cluster.url, prefix=new_prefix(),
+                                  failover_timeout=0.5)
+    async with running(backend) as hub:
+        await backend.listen("room")
+        feed = backend.feed_of("room")
+        assert feed is not None
+        first = await backend.publish("room", "before")
+        await hub.wait_for_payloads("room", 1)
+        backend.released(feed, [backend.channel("room")])  # what a sunsubscribe does
+        assert "room" in backend._released
+        during = await backend.publish("room", "while released")
+        await hub.wait_until(lambda: "room" not in backend._released, timeout=5)
+        assert backend.feed_of("room") is feed and backend.rehomed == 0
+        later = await backend.publish("room", "after")
+        await hub.wait_until(lambda: later in hub.ids("room"), timeout=5)
+        assert hub.ids("room") == [first, during, later]  # each once, in order
+
+
 # ------------------------------------------------------------------------- failover
 
 

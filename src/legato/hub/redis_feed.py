@@ -142,6 +142,9 @@ class Feed:
         # subscription was down: skipped when the refill or the live copy brings them.
         self._early: dict[str, set[str]] = {}
         self._acks: dict[bytes, asyncio.Future[None]] = {}  # SUBSCRIBEs awaited
+        # Channel → its UNSUBSCRIBEs sent and not yet answered on this connection: their
+        # answer is no news (on a sharded feed, any other sunsubscribe is the node's).
+        self._unsubscribing: dict[bytes, int] = {}
         self._down_since: float | None = None
         self._wake = asyncio.Event()  # cuts a reconnection backoff short
         self._reader: asyncio.Task[None] | None = None
@@ -245,6 +248,8 @@ class Feed:
         self._adopted.discard(topic)
         self._held.pop(channel, None)
         early = self._early.pop(topic, set())
+        if self._state is State.CONNECTED and self._conn is not None:
+            self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
         self._send(self._unsubscribe_word, channel)
         return Mark(last, early)
 
@@ -495,9 +500,16 @@ class Feed:
                 ack = self._acks.pop(reply[1], None)  # type: ignore[arg-type]
                 if ack is not None and not ack.done():
                     ack.set_result(None)
-            elif kind == b"sunsubscribe" and reply[1] in self._channels:
-                # Not asked for (take() forgets the channel first): the slot moved away.
-                self.owner.released(self, [reply[1]])
+            elif kind == b"sunsubscribe":
+                channel = reply[1]  # type: ignore[assignment]
+                asked = self._unsubscribing.get(channel, 0)
+                if asked:  # the answer to take()'s SUNSUBSCRIBE
+                    if asked > 1:
+                        self._unsubscribing[channel] = asked - 1
+                    else:
+                        del self._unsubscribing[channel]
+                elif channel in self._channels:  # not asked for: the slot moved away
+                    self.owner.released(self, [channel])
 
     def _refused(self, error: ReplyError) -> None:
         """``-MOVED <slot> <address>`` (or ASK, CLUSTERDOWN) to an SSUBSCRIBE: the
@@ -586,6 +598,7 @@ class Feed:
         self.owner.emit(kind, details)
 
     async def _drop(self) -> None:
+        self._unsubscribing.clear()  # their answers die with the connection
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
